@@ -1,0 +1,3 @@
+from utils.genotype import Genotype
+
+__all__ = ["Genotype"]

@@ -1,0 +1,109 @@
+"""Every configuration key and its default; YAML files in exps/ and command-line overrides may only change these."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from yacs.config import CfgNode as CN
+
+_C = CN()
+
+_C.PRINT_FREQ = 20
+_C.VAL_FREQ = 20
+_C.SEED = 0
+# 'auto' picks CUDA when it is available, else the CPU; 'cpu' or 'cuda' force one.
+_C.DEVICE = "auto"
+# Folder under which logs_search/, logs_scratch/ and logs/ are created.
+_C.OUTPUT_DIR = "."
+
+_C.CUDNN = CN()
+_C.CUDNN.BENCHMARK = True
+_C.CUDNN.DETERMINISTIC = False
+_C.CUDNN.ENABLED = True
+
+_C.MODEL = CN()
+# 'model_search' (search network), 'model' (network of a genotype), 'resnet18', 'resnet34'.
+_C.MODEL.NAME = "model"
+_C.MODEL.NUM_CLASSES = 1251
+_C.MODEL.LAYERS = 8
+_C.MODEL.INIT_CHANNELS = 16
+_C.MODEL.DROP_PATH_PROB = 0.2
+# ResNet initialisation: '' (Kaiming), 'imagenet' (torchvision weights from the hub cache) or a path to them.
+_C.MODEL.PRETRAINED = ""
+# Search space of the search network: 's1', 's2' or 's3'.
+_C.MODEL.SEARCH_SPACE = "s2"
+# Compute only the sampled operation of each edge during search (straight-through gradient to every alpha).
+_C.MODEL.SINGLE_PATH = False
+
+_C.DATASET = CN()
+_C.DATASET.DATA_DIR = ""
+_C.DATASET.DATASET = "VoxCeleb1"
+_C.DATASET.NUM_WORKERS = 0
+_C.DATASET.PARTIAL_N_FRAMES = 300
+_C.DATASET.FEATURE_DIM = 257
+# Feature sub-folder for training: 'merged' (identification) or 'dev' (verification).
+_C.DATASET.SUB_DIR = "merged"
+_C.DATASET.TEST_DATA_DIR = ""
+_C.DATASET.TEST_DATASET = ""
+# Trial list for verification, relative to DATASET.DATA_DIR unless absolute.
+_C.DATASET.TRIALS = "veri_test.txt"
+
+_C.TRAIN = CN()
+_C.TRAIN.BATCH_SIZE = 32
+_C.TRAIN.LR = 0.01
+_C.TRAIN.LR_MIN = 0.001
+_C.TRAIN.WD = 0.0
+_C.TRAIN.BETA1 = 0.9
+_C.TRAIN.BETA2 = 0.999
+_C.TRAIN.ARCH_LR = 0.001
+_C.TRAIN.ARCH_WD = 0.001
+_C.TRAIN.ARCH_BETA1 = 0.5
+_C.TRAIN.ARCH_BETA2 = 0.999
+_C.TRAIN.DROPPATH_PROB = 0.2
+_C.TRAIN.BEGIN_EPOCH = 0
+_C.TRAIN.END_EPOCH = 50
+# Mixed precision (bfloat16/float16 autocast with a grad scaler); used on CUDA only.
+_C.TRAIN.AMP = False
+# Batches per epoch cap (0 = the whole partition); for quick looks and tests.
+_C.TRAIN.MAX_STEPS_PER_EPOCH = 0
+# Label smoothing of the cross-entropy loss.
+_C.TRAIN.LABEL_SMOOTHING = 0.1
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that does not fit the defaults."""
+
+
+def get_default_config() -> CN:
+    return _C.clone()
+
+
+def _describe(error: Exception) -> str:
+    text = str(error.args[0]) if error.args else str(error)
+    return text.splitlines()[0]
+
+
+def update_config(cfg: CN, args: argparse.Namespace) -> CN:
+    """Merge `args.cfg` (a YAML file) and `args.opts` (KEY VALUE pairs) into `cfg` and freeze it."""
+    cfg.defrost()
+    cfg_file = getattr(args, "cfg", None)
+    if cfg_file:
+        path = Path(cfg_file)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {cfg_file}")
+        try:
+            cfg.merge_from_file(str(path))
+        except (KeyError, ValueError, TypeError, AssertionError) as error:
+            raise ConfigError(f"{cfg_file}: {_describe(error)}") from None
+        except Exception as error:  # malformed YAML raises parser-specific types
+            raise ConfigError(f"{cfg_file}: not a valid YAML config ({_describe(error)})") from None
+    opts = list(getattr(args, "opts", None) or [])
+    if len(opts) % 2:
+        raise ConfigError(f"overrides must be KEY VALUE pairs; '{opts[-1]}' has no value")
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, ValueError, TypeError, AssertionError, SyntaxError) as error:
+        raise ConfigError(f"override: {_describe(error)}") from None
+    cfg.freeze()
+    return cfg
+
