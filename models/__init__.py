@@ -1,0 +1,46 @@
+"""Networks of the project and `build_model`, which picks one from the configuration."""
+from __future__ import annotations
+
+from torch import nn
+from yacs.config import CfgNode
+
+from models.genotype_network import GenotypeNetwork
+from models.genotypes import AUTOSPEECH, Genotype, GenotypeError, genotype_to_text, parse_genotype
+from models.resnet import PretrainedWeightsError, build_resnet
+from models.search_network import SearchNetwork, derive_genotype
+
+MODEL_NAMES = ("model_search", "model", "resnet18", "resnet34")
+
+__all__ = [
+    "AUTOSPEECH",
+    "MODEL_NAMES",
+    "Genotype",
+    "GenotypeError",
+    "GenotypeNetwork",
+    "PretrainedWeightsError",
+    "SearchNetwork",
+    "build_model",
+    "derive_genotype",
+    "genotype_to_text",
+    "parse_genotype",
+]
+
+
+def build_model(cfg: CfgNode, num_classes: int, genotype: Genotype | None = None) -> nn.Module:
+    """The network named by cfg.MODEL.NAME; 'model' (the network of a genotype) needs `genotype`."""
+    name = cfg.MODEL.NAME
+    if name == "model_search":
+        return SearchNetwork(
+            cfg.MODEL.INIT_CHANNELS,
+            num_classes,
+            cfg.MODEL.LAYERS,
+            space=cfg.MODEL.SEARCH_SPACE,
+            single_path=cfg.MODEL.SINGLE_PATH,
+        )
+    if name == "model":
+        if genotype is None:
+            raise ValueError("MODEL.NAME 'model' needs a genotype (e.g. --text_arch or a checkpoint's 'genotype')")
+        return GenotypeNetwork(cfg.MODEL.INIT_CHANNELS, num_classes, cfg.MODEL.LAYERS, genotype)
+    if name in ("resnet18", "resnet34"):
+        return build_resnet(name, num_classes, cfg.MODEL.PRETRAINED)
+    raise ValueError(f"unknown MODEL.NAME {name!r}; valid names: {', '.join(MODEL_NAMES)}")
