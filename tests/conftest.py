@@ -1,0 +1,39 @@
+"""Shared test fixtures: the published-code fixtures in ../shared, and a tiny preprocessed demo corpus."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures"
+PYTHON = sys.executable
+
+
+def run_script(*args: str, check: bool = True, timeout: float = 300, env: dict | None = None):
+    """Run a repository script or module from the repository root; returns the CompletedProcess."""
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    process = subprocess.run(
+        [PYTHON, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=environment
+    )
+    if check and process.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {process.returncode}:\n{process.stdout}\n{process.stderr}")
+    return process
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """A generated VoxCeleb1-shaped corpus (7 dev + 3 test speakers), preprocessed; shared by the script tests."""
+    data = tmp_path_factory.mktemp("corpus") / "VoxCeleb1"
+    run_script("-m", "data_objects.synthetic", str(data), "--seed", "3", "--dev_speakers", "7",
+               "--test_speakers", "3", "--videos", "2", "--utterances", "3")
+    run_script("data_preprocess.py", str(data), "--workers", "2")
+    return data
