@@ -24,7 +24,8 @@ _C.CUDNN.ENABLED = True
 _C.MODEL = CN()
 # 'model_search' (search network), 'model' (network of a genotype), 'resnet18', 'resnet34'.
 _C.MODEL.NAME = "model"
-_C.MODEL.NUM_CLASSES = 1251
+# Speakers to classify; 0 takes the number of speakers of the training data, any other value is checked against it.
+_C.MODEL.NUM_CLASSES = 0
 _C.MODEL.LAYERS = 8
 _C.MODEL.INIT_CHANNELS = 16
 _C.MODEL.DROP_PATH_PROB = 0.2
@@ -36,15 +37,15 @@ _C.MODEL.SEARCH_SPACE = "s2"
 _C.MODEL.SINGLE_PATH = False
 
 _C.DATASET = CN()
+# VoxCeleb1 root: dev/, test/, the meta files and, after data_preprocess.py, feature/, mean.npy, std.npy.
 _C.DATASET.DATA_DIR = ""
-_C.DATASET.DATASET = "VoxCeleb1"
+# DataLoader worker processes per training process.
 _C.DATASET.NUM_WORKERS = 0
+# Frames per training crop and per test window (300 frames = 3 s).
 _C.DATASET.PARTIAL_N_FRAMES = 300
-_C.DATASET.FEATURE_DIM = 257
-# Feature sub-folder for training: 'merged' (identification) or 'dev' (verification).
+# Feature sub-folder of identification and search (train / val / test partitions of iden_split.txt).
+# Verification always trains on feature/dev, whose speakers are disjoint from those of the trial list.
 _C.DATASET.SUB_DIR = "merged"
-_C.DATASET.TEST_DATA_DIR = ""
-_C.DATASET.TEST_DATASET = ""
 # Trial list for verification, relative to DATASET.DATA_DIR unless absolute.
 _C.DATASET.TRIALS = "veri_test.txt"
 
@@ -60,6 +61,7 @@ _C.TRAIN.ARCH_WD = 0.001
 _C.TRAIN.ARCH_BETA1 = 0.5
 _C.TRAIN.ARCH_BETA2 = 0.999
 _C.TRAIN.DROPPATH_PROB = 0.2
+# First epoch of a new run (a resumed run continues from its checkpoint).
 _C.TRAIN.BEGIN_EPOCH = 0
 _C.TRAIN.END_EPOCH = 50
 # Mixed precision (bfloat16/float16 autocast with a grad scaler); used on CUDA only.

@@ -1,0 +1,92 @@
+"""Pictures of results: DET curve, score histograms, architecture weights."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy.stats import norm
+from sklearn.metrics import det_curve
+
+from utils.files import write_atomically
+
+_DET_TICKS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4]
+
+
+def save_figure(figure: plt.Figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    write_atomically(path, lambda handle: handle.write(buffer.getvalue()))
+
+
+def _probit(rates):
+    return norm.ppf(np.clip(rates, 1e-4, 1 - 1e-4))
+
+
+def plot_det_curve(scores: np.ndarray, labels: np.ndarray, eer: float, path: Path, title: str = "DET curve") -> None:
+    """Miss rate against false-alarm rate on normal-deviate axes, with the EER point marked."""
+    fpr, fnr, _ = det_curve(labels, scores)
+    figure, axes = plt.subplots(figsize=(5, 5))
+    axes.plot(_probit(fpr), _probit(fnr), label="system")
+    axes.plot(_probit(eer), _probit(eer), "o", label=f"EER {100 * eer:.2f} %")
+    axes.plot([-4, 4], [-4, 4], ":", color="grey", linewidth=0.8)
+    ticks = norm.ppf(_DET_TICKS)
+    labels_text = [f"{100 * t:g}" for t in _DET_TICKS]
+    axes.set_xticks(ticks, labels_text)
+    axes.set_yticks(ticks, labels_text)
+    limit = norm.ppf([0.0008, 0.5])
+    axes.set_xlim(*limit)
+    axes.set_ylim(*limit)
+    axes.set_xlabel("False alarm rate (%)")
+    axes.set_ylabel("Miss rate (%)")
+    axes.set_title(title)
+    axes.grid(True, linewidth=0.4)
+    axes.legend(loc="upper right")
+    save_figure(figure, path)
+
+
+def plot_score_histograms(scores: np.ndarray, labels: np.ndarray, path: Path, title: str = "Trial scores") -> None:
+    figure, axes = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(float(scores.min()), float(scores.max()), 60)
+    axes.hist(scores[labels == 1], bins=bins, alpha=0.6, density=True, label="target")
+    axes.hist(scores[labels == 0], bins=bins, alpha=0.6, density=True, label="non-target")
+    axes.set_xlabel("cosine score")
+    axes.set_ylabel("density")
+    axes.set_title(title)
+    axes.legend()
+    save_figure(figure, path)
+
+
+def plot_architecture_weights(
+    weights: dict[str, np.ndarray], op_names: dict[str, Sequence[Sequence[str]]], path: Path, title: str
+) -> None:
+    """Heat map of the softmax of the architecture parameters: one row per edge, one column per operation."""
+    figure, all_axes = plt.subplots(1, len(weights), figsize=(6 * len(weights), 6))
+    for axes, (cell, values) in zip(np.atleast_1d(all_axes), weights.items()):
+        image = axes.imshow(values, cmap="viridis", vmin=0.0, aspect="auto")
+        names = op_names[cell]
+        if all(list(row) == list(names[0]) for row in names):
+            axes.set_xticks(range(len(names[0])), names[0], rotation=60, ha="right")
+        else:
+            axes.set_xticks(range(values.shape[1]), [f"op {i}" for i in range(values.shape[1])])
+        axes.set_yticks(range(values.shape[0]), [edge_label(i) for i in range(values.shape[0])])
+        for (row, col), value in np.ndenumerate(values):
+            axes.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=6, color="white")
+        axes.set_title(f"{cell} cell")
+        figure.colorbar(image, ax=axes, fraction=0.046)
+    figure.suptitle(title)
+    save_figure(figure, path)
+
+
+def edge_label(edge: int) -> str:
+    """'input -> node' for edge `edge` of a 4-node cell (edges are numbered node by node)."""
+    node, start = 0, 0
+    while edge >= start + node + 2:
+        start += node + 2
+        node += 1
+    source = edge - start
+    source_name = ("c_{k-2}", "c_{k-1}")[source] if source < 2 else f"n{source - 2}"
+    return f"{source_name} -> n{node}"

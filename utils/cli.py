@@ -1,0 +1,37 @@
+"""Command-line plumbing of the entry scripts: the published arguments, and one clear line for bad input."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+EXIT_BAD_INPUT = 2
+
+
+def build_parser(
+    description: str, text_arch: bool = False, load_path: str | None = None, load_path_required: bool = False
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--cfg", required=True, help="experiment config (YAML) file, e.g. exps/search.yaml")
+    if text_arch:
+        parser.add_argument(
+            "--text_arch",
+            help="the genotype: its text (as printed by search.py), a file holding the text, or a checkpoint",
+        )
+    if load_path:
+        parser.add_argument("--load_path", help=load_path, required=load_path_required)
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, default=None,
+        help="config overrides as KEY VALUE pairs, e.g. DATASET.DATA_DIR /data/VoxCeleb1 TRAIN.END_EPOCH 10",
+    )
+    return parser
+
+
+def run_main(main: Callable[[], int | None], known_errors: tuple[type[BaseException], ...]) -> None:
+    """Run `main`; an error of a known kind is printed as one line and the process exits non-zero."""
+    try:
+        code = main()
+    except known_errors as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(getattr(error, "exit_code", EXIT_BAD_INPUT))
+    sys.exit(code or 0)

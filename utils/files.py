@@ -1,0 +1,44 @@
+"""Writing files so that a crash or a full disk never leaves one half-written."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, IO
+
+
+class OutputError(OSError):
+    """An output that could not be written; what was there before is untouched."""
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    """Call `write` on a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException as error:
+        Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise OutputError(f"could not write {path}: {error.strerror or error}") from None
+        raise
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create `path` if needed and prove a file can be written in it, before any work is done."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        write_text_atomically(path / ".write_test", "ok")
+        (path / ".write_test").unlink()
+    except OSError as error:
+        raise OutputError(f"output folder {path} is not writable: {error.strerror or error}") from None
+    return path
