@@ -1,0 +1,374 @@
+"""The one training loop, shared by the search, the from-scratch training and the baselines.
+
+A run is a deterministic function of its config: each epoch reseeds the random state from (SEED, epoch,
+rank), data come from `functions.data_loading`, and a checkpoint holds everything the loop needs to continue
+(weights, optimisers, lr schedule, global step, history of logged metrics, random state, and, when stopped
+mid-epoch, the batches already taken with their running sums). So a run resumed from its last checkpoint
+gives the same weights and metrics as one never stopped.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import warnings
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+from yacs.config import CfgNode
+
+from functions.data_loading import EpochSampler, item_seed
+from functions.distributed import DistributedContext, all_gather_objects, all_reduce_sum, barrier
+from functions.run_directory import RunDirectory
+from utils.checkpoint import save_checkpoint
+from utils.run_logging import get_logger
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived; the current state was saved."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which validation metric picks `checkpoint_best.pth`, and the checkpoint field that records it."""
+
+    metric: str
+    higher_is_better: bool
+    checkpoint_key: str
+
+    def improves(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value > best if self.higher_is_better else value < best
+
+
+@dataclass
+class ArchitectureStep:
+    """Search: one step of the architecture parameters on a `val` batch before each weight step."""
+
+    loader: DataLoader
+    optimizer: torch.optim.Optimizer
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best: float | None = None
+    history: list[dict] = field(default_factory=list)
+    partial: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "count": 0.0})
+    rng_states: list | None = None
+    rng_world_size: int = 0
+
+
+class _StopFlag:
+    signum: int = 0
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[_StopFlag]:
+    """Turn SIGINT and SIGTERM into a flag the loop checks after each step."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def request_stop(signum: int, _frame) -> None:
+        flag.signum = signum
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def autocast_dtype(cfg: CfgNode, device: torch.device) -> torch.dtype | None:
+    """The mixed-precision type when TRAIN.AMP is on and the device is CUDA, else None (full precision)."""
+    if not cfg.TRAIN.AMP or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: CfgNode,
+        ctx: DistributedContext,
+        run: RunDirectory,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        train_loader: DataLoader,
+        validate: Callable[[int], dict[str, float]],
+        selection: Selection,
+        drop_path_prob: Callable[[int], float],
+        architecture: ArchitectureStep | None = None,
+        checkpoint_extras: Callable[[], dict] = dict,
+        on_epoch_end: Callable[[int, dict], None] | None = None,
+        find_unused_parameters: bool = False,
+    ) -> None:
+        self.cfg, self.ctx, self.run = cfg, ctx, run
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.train_loader, self.validate, self.selection = train_loader, validate, selection
+        self.drop_path_prob, self.architecture = drop_path_prob, architecture
+        self.checkpoint_extras, self.on_epoch_end = checkpoint_extras, on_epoch_end
+        self.state = LoopState(epoch=cfg.TRAIN.BEGIN_EPOCH)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.TRAIN.LABEL_SMOOTHING)
+        self.amp_dtype = autocast_dtype(cfg, ctx.device)
+        scaler_on = self.amp_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=scaler_on)
+        self.arch_scaler = torch.amp.GradScaler("cuda", enabled=scaler_on)
+        self.network: nn.Module = model
+        if ctx.is_distributed:
+            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.network = DistributedDataParallel(
+                model, device_ids=device_ids, find_unused_parameters=find_unused_parameters
+            )
+        self.logger = get_logger()
+        self.writer = None
+
+    # ----- checkpoints -----
+    def checkpoint_state(self) -> dict:
+        state = {
+            "epoch": self.state.epoch,
+            "step_in_epoch": self.state.step_in_epoch,
+            "global_step": self.state.global_step,
+            "state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict(),
+            "path_helper": self.run.path_helper,
+            self.selection.checkpoint_key: self.state.best,
+            "history": self.state.history,
+            "partial_epoch": dict(self.state.partial),
+            "rng": self.state.rng_states,
+            "rng_world_size": self.state.rng_world_size,
+            "config": self.cfg.dump(),
+        }
+        if self.architecture is not None:
+            state["arch_optimizer"] = self.architecture.optimizer.state_dict()
+        state.update(self.checkpoint_extras())
+        return state
+
+    def restore(self, checkpoint: dict) -> None:
+        """Continue from `checkpoint` (the model weights must already be loaded)."""
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        if "lr_scheduler" in checkpoint:
+            self.scheduler.load_state_dict(checkpoint["lr_scheduler"])
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for _ in range(int(checkpoint["epoch"])):
+                    self.scheduler.step()
+        if self.architecture is not None and "arch_optimizer" in checkpoint:
+            self.architecture.optimizer.load_state_dict(checkpoint["arch_optimizer"])
+        self.state.epoch = int(checkpoint["epoch"])
+        self.state.global_step = int(checkpoint.get("global_step", 0))
+        self.state.best = checkpoint.get(self.selection.checkpoint_key)
+        self.state.history = list(checkpoint.get("history", []))
+        step = int(checkpoint.get("step_in_epoch", 0))
+        same_world = checkpoint.get("rng_world_size") == self.ctx.world_size
+        if step and same_world and checkpoint.get("rng"):
+            self.state.step_in_epoch = step
+            self.state.partial = dict(checkpoint["partial_epoch"])
+            _set_rng_state(checkpoint["rng"][self.ctx.rank], self.ctx.device)
+        elif step:
+            self.logger.info(
+                f"the checkpoint stopped inside epoch {self.state.epoch} with another number of processes; "
+                "that epoch restarts from its beginning"
+            )
+            self.state.global_step -= step
+        if self.state.epoch >= self.cfg.TRAIN.END_EPOCH:
+            self.logger.info(f"the run already finished its {self.cfg.TRAIN.END_EPOCH} epochs")
+
+    def _save(self, epoch_checkpoint: bool, best: bool) -> None:
+        rng = all_gather_objects(self.ctx, _rng_state(self.ctx.device)) if self.state.step_in_epoch else None
+        self.state.rng_states, self.state.rng_world_size = rng, self.ctx.world_size
+        if not self.ctx.is_main:
+            return
+        state = self.checkpoint_state()
+        save_checkpoint(state, self.run.last_checkpoint)
+        if epoch_checkpoint:
+            save_checkpoint(state, self.run.epoch_checkpoint(self.state.epoch - 1))
+        if best:
+            save_checkpoint(state, self.run.best_checkpoint)
+        self.run.write_metrics(self.state.history)
+
+    # ----- the loop -----
+    def fit(self) -> list[dict]:
+        if self.ctx.is_main:
+            from tensorboardX import SummaryWriter
+
+            purge = self.state.global_step if self.state.global_step else None
+            self.writer = SummaryWriter(logdir=str(self.run.log_dir), purge_step=purge)
+        end = self.cfg.TRAIN.END_EPOCH
+        try:
+            with stop_on_signals() as stop:
+                epochs = tqdm(
+                    range(self.state.epoch, end), initial=self.state.epoch, total=end, desc="epochs",
+                    unit="epoch", disable=not self.ctx.is_main,
+                )
+                for epoch in epochs:
+                    self._train_epoch(epoch, stop)
+                    self._end_epoch(epoch)
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+        return self.state.history
+
+    def _sampler(self, loader: DataLoader) -> EpochSampler:
+        return loader.sampler
+
+    def _architecture_batches(self, epoch: int, start: int) -> Iterator:
+        sampler = self._sampler(self.architecture.loader)
+        per_pass = sampler.batches_per_epoch
+        passes, skip = divmod(start, per_pass)
+        while True:
+            sampler.set_epoch(epoch * 1000 + passes, skip)
+            yield from self.architecture.loader
+            passes, skip = passes + 1, 0
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def _architecture_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        optimizer = self.architecture.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = self.criterion(self.network(inputs), targets)
+        self.arch_scaler.scale(loss).backward()
+        self.arch_scaler.step(optimizer)
+        self.arch_scaler.update()
+
+    def _weight_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            logits = self.network(inputs)
+            loss = self.criterion(logits, targets)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach(), logits.detach()
+
+    def _to_device(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = batch
+        return inputs.to(self.ctx.device, non_blocking=True), targets.to(self.ctx.device, non_blocking=True)
+
+    def _train_epoch(self, epoch: int, stop: _StopFlag) -> None:
+        start = self.state.step_in_epoch
+        if start == 0:
+            torch.manual_seed(item_seed(self.cfg.SEED, epoch, -2 - self.ctx.rank))
+            self.state.partial = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+        if hasattr(self.model, "drop_path_prob"):
+            self.model.drop_path_prob = self.drop_path_prob(epoch)
+        self.network.train()
+        sampler = self._sampler(self.train_loader)
+        sampler.set_epoch(epoch, start)
+        sums = torch.tensor(
+            [self.state.partial["loss"], self.state.partial["correct"], self.state.partial["count"]],
+            dtype=torch.float64, device=self.ctx.device,
+        )
+        arch_batches = self._architecture_batches(epoch, start) if self.architecture else None
+        bar = tqdm(
+            total=sampler.batches_per_epoch, initial=start, desc=f"epoch {epoch}", unit="batch", leave=False,
+            disable=not self.ctx.is_main,
+        )
+        print_freq = max(1, self.cfg.PRINT_FREQ)
+        for step, batch in enumerate(self.train_loader, start=start):
+            if arch_batches is not None:
+                self._architecture_step(*self._to_device(next(arch_batches)))
+            inputs, targets = self._to_device(batch)
+            loss, logits = self._weight_step(inputs, targets)
+            flags = all_reduce_sum(
+                self.ctx,
+                torch.stack([(~torch.isfinite(loss)).double(), torch.tensor(float(stop.signum > 0), device=loss.device)]),
+            )
+            if flags[0].item() > 0:
+                raise NonFiniteLossError(
+                    f"loss became {loss.item()} at epoch {epoch}, step {step} (global step {self.state.global_step});"
+                    f" the last good checkpoint is {self.run.last_checkpoint}"
+                )
+            sums += torch.stack([loss.double() * targets.numel(), (logits.argmax(1) == targets).sum().double(),
+                                 torch.tensor(float(targets.numel()), device=loss.device, dtype=torch.float64)])
+            self.state.step_in_epoch, self.state.global_step = step + 1, self.state.global_step + 1
+            bar.update(1)
+            if (step + 1) % print_freq == 0 and self.ctx.is_main:
+                loss_now, correct, count = sums.tolist()
+                bar.set_postfix(loss=f"{loss_now / count:.4f}", acc=f"{100 * correct / count:.2f}")
+                self.writer.add_scalar("train/loss_step", loss.item(), self.state.global_step)
+            if flags[1].item() > 0:
+                self._interrupt(epoch, step, sums, stop.signum or signal.SIGTERM)
+        bar.close()
+        self.state.partial = dict(zip(("loss", "correct", "count"), all_reduce_sum(self.ctx, sums).tolist()))
+
+    def _interrupt(self, epoch: int, step: int, sums: torch.Tensor, signum: int) -> None:
+        self.state.partial = dict(zip(("loss", "correct", "count"), sums.tolist()))
+        self._save(epoch_checkpoint=False, best=False)
+        barrier(self.ctx)
+        raise TrainingInterrupted(
+            signum,
+            f"stopped by {signal.Signals(signum).name} at epoch {epoch}, step {step + 1}; state saved to "
+            f"{self.run.last_checkpoint}; continue with --load_path {self.run.root}",
+        )
+
+    def _end_epoch(self, epoch: int) -> None:
+        loss_sum, correct, count = (self.state.partial[k] for k in ("loss", "correct", "count"))
+        metrics = {
+            "epoch": epoch,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "train_loss": loss_sum / count,
+            "train_top1": 100.0 * correct / count,
+        }
+        self.scheduler.step()
+        validated = epoch % self.cfg.VAL_FREQ == 0 or epoch == self.cfg.TRAIN.END_EPOCH - 1
+        if validated:
+            metrics.update(self.validate(epoch))
+        value = metrics.get(self.selection.metric)
+        improved = value is not None and math.isfinite(value) and self.selection.improves(value, self.state.best)
+        if improved:
+            self.state.best = value
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(epoch, metrics)
+        self.state.epoch, self.state.step_in_epoch = epoch + 1, 0
+        self.state.history.append(metrics)
+        self._save(epoch_checkpoint=validated, best=improved)
+        if self.ctx.is_main:
+            for name, number in metrics.items():
+                if name != "epoch":
+                    self.writer.add_scalar(f"epoch/{name}", number, epoch)
+            self.logger.info(
+                f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch")
+                + (" (best)" if improved else "")
+            )
+        barrier(self.ctx)
