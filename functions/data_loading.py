@@ -86,4 +86,6 @@ def training_loader(
         drop_last=True,
         num_workers=num_workers,
         pin_memory=ctx.device.type == "cuda",
+        # Its own generator: starting an epoch's iterator must not draw from the global RNG a resume restores.
+        generator=torch.Generator().manual_seed(seed),
     )

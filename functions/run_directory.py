@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import sys
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from yacs.config import CfgNode
 
+from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.files import ensure_writable_dir, write_text_atomically
 
 CHECKPOINT_LAST = "checkpoint_last.pth"
@@ -89,3 +91,31 @@ class RunDirectory:
 
     def write_metrics(self, history: list[dict]) -> None:
         write_text_atomically(self.log_dir / METRICS_FILE, "".join(json.dumps(row) + "\n" for row in history))
+
+
+def checkpoint_candidates(run: RunDirectory) -> list[Path]:
+    """checkpoint_last.pth, then the epoch checkpoints from newest to oldest."""
+    epochs = []
+    for path in run.model_dir.glob("checkpoint_*.pth"):
+        suffix = path.stem.split("_", 1)[1]
+        if suffix.isdigit():
+            epochs.append((int(suffix), path))
+    return [run.last_checkpoint] + [path for _, path in sorted(epochs, reverse=True)]
+
+
+def load_resume_checkpoint(run: RunDirectory, logger: logging.Logger) -> dict:
+    """The newest checkpoint of `run` that loads; a corrupt one is reported and the one before it is used."""
+    problems = []
+    for path in checkpoint_candidates(run):
+        if not path.exists():
+            continue
+        try:
+            checkpoint = load_checkpoint(path)
+        except CheckpointError as error:
+            logger.info(f"warning: {error}; trying the previous checkpoint")
+            problems.append(str(error))
+            continue
+        logger.info(f"resuming from {path} (epoch {checkpoint['epoch']}, step {checkpoint.get('step_in_epoch', 0)})")
+        return checkpoint
+    detail = f" ({problems[-1]})" if problems else ""
+    raise CheckpointError(f"no usable checkpoint in {run.model_dir}{detail}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from utils.files import write_atomically
 from utils.genotype import Genotype
 
 ALLOWED_GLOBALS = [Genotype, range]
@@ -53,33 +53,8 @@ def _refusal(path: Path, what: str) -> CheckpointError:
 
 
 def save_checkpoint(state: dict[str, Any], path: PathLike) -> None:
-    """Write `state` atomically: a crash leaves either the previous file or the complete new one, never a part."""
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable; not every platform can open a directory for this."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+    """Write `state` atomically: a crash or a full disk leaves either the previous file or the new one, never a part."""
+    write_atomically(path, lambda handle: torch.save(state, handle))
 
 
 def _refused_globals(path: Path) -> list[str]:

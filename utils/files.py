@@ -21,6 +21,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
+        _fsync_directory(path.parent)
     except BaseException as error:
         Path(tmp_name).unlink(missing_ok=True)
         if isinstance(error, OSError):
@@ -42,3 +43,17 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     except OSError as error:
         raise OutputError(f"output folder {path} is not writable: {error.strerror or error}") from None
     return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename durable; not every platform can open a directory for this."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
