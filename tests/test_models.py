@@ -25,6 +25,16 @@ FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures"
 FREQUENCY_BINS = 257
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_intra_op_thread():
+    """Run these CPU-heavy tests on one thread: when other processes oversubscribe the cores, OpenMP threads
+    spinning at barriers make multi-threaded convolutions tens of times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _json_fixture(name: str) -> dict:
     return json.loads((FIXTURES / name).read_text())
 
@@ -275,7 +285,7 @@ def test_drop_path_changes_the_search_output_only_in_training() -> None:
 
 def test_single_path_is_not_slower_than_full_mode() -> None:
     def seconds_per_step(network: SearchNetwork) -> float:
-        x = _spectrograms(2, 200)
+        x = _spectrograms(2, 100)
         timings = []
         for _ in range(3):
             start = time.perf_counter()
@@ -286,6 +296,20 @@ def test_single_path_is_not_slower_than_full_mode() -> None:
     full = seconds_per_step(_search_network("s2").train())
     single = seconds_per_step(_search_network("s2", single_path=True).train())
     assert single < full
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_full_mode_search_step_never_waits_for_the_device() -> None:
+    network = _search_network("s2").cuda().train()
+    network.drop_path_prob = 0.1
+    x = _spectrograms(2, 200).cuda()
+    labels = torch.tensor([0, 1], device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        F.cross_entropy(network(x), labels).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def test_search_network_genotype_and_arch_weights() -> None:
