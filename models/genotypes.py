@@ -12,10 +12,16 @@ from __future__ import annotations
 import ast
 from collections.abc import Sequence
 
+from pathlib import Path
+
 from models.search_spaces import KNOWN_OPS, NUM_NODES
 from utils import Genotype
+from utils.checkpoint import load_checkpoint
 
-__all__ = ["AUTOSPEECH", "Genotype", "GenotypeError", "genotype_to_text", "parse_genotype", "validate_genotype"]
+__all__ = [
+    "AUTOSPEECH", "Genotype", "GenotypeError", "genotype_to_text", "load_genotype", "parse_genotype",
+    "validate_genotype",
+]
 
 # The cell found by the search in the paper (seed README).
 AUTOSPEECH = Genotype(
@@ -163,3 +169,26 @@ def genotype_to_text(genotype: Genotype) -> str:
         f"reduce={pairs_to_text(genotype.reduce)}, "
         f"reduce_concat={_concat_to_text(genotype.reduce_concat)})"
     )
+
+
+def _genotype_from_checkpoint(path: Path) -> Genotype:
+    genotype = load_checkpoint(path).get("genotype")
+    if not isinstance(genotype, tuple) or len(genotype) != len(Genotype._fields):
+        raise GenotypeError(f"{path} holds no genotype (a search-network or ResNet checkpoint?)")
+    genotype = Genotype(*genotype)
+    validate_genotype(genotype)
+    return genotype
+
+
+def load_genotype(source: str) -> Genotype:
+    """`source` is genotype text, a file holding the text, or a checkpoint with a 'genotype'."""
+    if source.lstrip().startswith("Genotype"):
+        return parse_genotype(source)
+    path = Path(source)
+    if not path.is_file():
+        raise GenotypeError(f"{source!r} is neither an existing file nor genotype text Genotype(normal=[...], ...)")
+    with path.open("rb") as file:
+        holds_text = file.read(4096).lstrip().startswith(b"Genotype")
+    if holds_text:
+        return parse_genotype(path.read_text(encoding="utf-8", errors="replace"))
+    return _genotype_from_checkpoint(path)

@@ -18,8 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from models.genotypes import Genotype, GenotypeError, parse_genotype, validate_genotype
-from utils.checkpoint import CheckpointError, load_checkpoint
+from models.genotypes import Genotype, GenotypeError, load_genotype
+from utils.checkpoint import CheckpointError
 
 INPUT_COLOUR, NODE_COLOUR, OUTPUT_COLOUR = "#8fbc8f", "#add8e6", "#eee8aa"
 OP_COLOURS = {"sep": "#1f4e9c", "dil": "#2e7d32", "max": "#b23b3b", "avg": "#b8661c", "skip": "#555555"}
@@ -183,29 +183,6 @@ def plot_genotype(genotype: Genotype, out_prefix: str | Path) -> list[Path]:
         plot_cell(genotype.normal, genotype.normal_concat, f"{out_prefix}_normal.png", "normal cell"),
         plot_cell(genotype.reduce, genotype.reduce_concat, f"{out_prefix}_reduce.png", "reduction cell"),
     ]
-
-
-def _genotype_from_checkpoint(path: Path) -> Genotype:
-    genotype = load_checkpoint(path).get("genotype")
-    if not isinstance(genotype, tuple) or len(genotype) != len(Genotype._fields):
-        raise GenotypeError(f"{path} holds no genotype (a search-network or ResNet checkpoint?)")
-    genotype = Genotype(*genotype)
-    validate_genotype(genotype)
-    return genotype
-
-
-def load_genotype(source: str) -> Genotype:
-    """`source` is genotype text, a file holding the text, or a checkpoint with a 'genotype'."""
-    if source.lstrip().startswith("Genotype"):
-        return parse_genotype(source)
-    path = Path(source)
-    if not path.is_file():
-        raise GenotypeError(f"{source!r} is neither an existing file nor genotype text Genotype(normal=[...], ...)")
-    with path.open("rb") as file:
-        holds_text = file.read(4096).lstrip().startswith(b"Genotype")
-    if holds_text:
-        return parse_genotype(path.read_text(encoding="utf-8", errors="replace"))
-    return _genotype_from_checkpoint(path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

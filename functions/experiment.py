@@ -1,0 +1,187 @@
+"""What the entry scripts share: config and process set-up, data, models, optimisers, resume and reports."""
+from __future__ import annotations
+
+import json
+import math
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from yacs.config import CfgNode
+
+from data_objects.datasets import SpectrogramDataset, TrialList, UtteranceWindowsDataset
+from data_objects.errors import DataError
+from functions.distributed import DistributedContext, broadcast_object, init_distributed
+from functions.evaluation import evaluate_identification, evaluate_verification
+from functions.run_directory import RunDirectory, RunDirectoryError
+from functions.trainer import NonFiniteLossError, Selection, TrainingInterrupted
+from models import build_model
+from models.genotypes import Genotype, GenotypeError, genotype_to_text
+from models.resnet import PretrainedWeightsError
+from utils.checkpoint import CheckpointError
+from utils.config import ConfigError, get_default_config, update_config
+from utils.files import OutputError, write_text_atomically
+from utils.run_logging import create_logger
+
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError, DataError, CheckpointError, GenotypeError, PretrainedWeightsError, RunDirectoryError,
+    OutputError, NonFiniteLossError, TrainingInterrupted,
+)
+
+IDENTIFICATION_SELECTION = Selection(metric="val_top1", higher_is_better=True, checkpoint_key="best_acc1")
+VERIFICATION_SELECTION = Selection(metric="eer", higher_is_better=False, checkpoint_key="best_eer")
+
+
+@dataclass
+class Experiment:
+    cfg: CfgNode
+    ctx: DistributedContext
+    run: RunDirectory
+
+
+def _on_main_then_share(ctx: DistributedContext, work: Callable[[], object]) -> object:
+    """Run `work` on rank 0 and hand its result, or its error, to every process."""
+    outcome: tuple[bool, object] = (True, None)
+    if ctx.is_main:
+        try:
+            outcome = (True, work())
+        except KNOWN_ERRORS as error:
+            outcome = (False, error)
+    ok, value = broadcast_object(ctx, outcome)
+    if not ok:
+        raise value
+    return value
+
+
+def load_config(args) -> CfgNode:
+    cfg = update_config(get_default_config(), args)
+    if not cfg.DATASET.DATA_DIR:
+        raise ConfigError("DATASET.DATA_DIR is not set; add `DATASET.DATA_DIR /path/to/VoxCeleb1` to the command")
+    if not Path(cfg.DATASET.DATA_DIR).is_dir():
+        raise ConfigError(f"DATASET.DATA_DIR {cfg.DATASET.DATA_DIR} does not exist or is not a folder")
+    return cfg
+
+
+def start_experiment(args, logs_kind: str, resume_path: str | None = None) -> Experiment:
+    """Config, process group, back-ends, the run folder (new, or the one being resumed) and its log."""
+    cfg = load_config(args)
+    ctx = init_distributed(cfg.DEVICE)
+    torch.backends.cudnn.benchmark = cfg.CUDNN.BENCHMARK
+    torch.backends.cudnn.deterministic = cfg.CUDNN.DETERMINISTIC
+    torch.backends.cudnn.enabled = cfg.CUDNN.ENABLED
+    torch.manual_seed(cfg.SEED)
+    np.random.seed(cfg.SEED)
+    if resume_path:
+        root = _on_main_then_share(ctx, lambda: RunDirectory.existing(resume_path).root)
+    else:
+        root = _on_main_then_share(ctx, lambda: RunDirectory.create(cfg.OUTPUT_DIR, logs_kind, args.cfg).root)
+    run = RunDirectory(Path(root))
+    logger = create_logger(run.log_dir / "train.log", ctx.is_main)
+    logger.info(f"run folder {run.root}; device {ctx.device}; {ctx.world_size} process(es); python {platform.python_version()}"
+                f", torch {torch.__version__}")
+    return Experiment(cfg, ctx, run)
+
+
+def class_count(cfg: CfgNode, from_data: int) -> int:
+    """MODEL.NUM_CLASSES, checked against the data; 0 takes the number of speakers of the data."""
+    configured = cfg.MODEL.NUM_CLASSES
+    if configured and configured != from_data:
+        raise ConfigError(
+            f"MODEL.NUM_CLASSES is {configured} but the training data has {from_data} speakers; "
+            f"set MODEL.NUM_CLASSES {from_data} (or 0 to take it from the data)"
+        )
+    return from_data
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad and p.dim() > 0)
+
+
+def cosine_schedule(cfg: CfgNode, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.TRAIN.END_EPOCH, eta_min=cfg.TRAIN.LR_MIN)
+
+
+def adam(cfg: CfgNode, parameters) -> torch.optim.Adam:
+    return torch.optim.Adam(parameters, lr=cfg.TRAIN.LR, betas=(cfg.TRAIN.BETA1, cfg.TRAIN.BETA2),
+                            weight_decay=cfg.TRAIN.WD)
+
+
+# ----- data -----
+def identification_train_set(cfg: CfgNode, partition: str = "train") -> SpectrogramDataset:
+    return SpectrogramDataset(cfg.DATASET.DATA_DIR, cfg.DATASET.SUB_DIR, partition, cfg.DATASET.PARTIAL_N_FRAMES)
+
+
+def identification_test_set(cfg: CfgNode, partition: str) -> UtteranceWindowsDataset:
+    return UtteranceWindowsDataset(cfg.DATASET.DATA_DIR, cfg.DATASET.SUB_DIR, partition, cfg.DATASET.PARTIAL_N_FRAMES)
+
+
+def verification_train_set(cfg: CfgNode) -> SpectrogramDataset:
+    return SpectrogramDataset(cfg.DATASET.DATA_DIR, "dev", None, cfg.DATASET.PARTIAL_N_FRAMES)
+
+
+def trial_list(cfg: CfgNode, trials: str | None = None) -> TrialList:
+    """DATASET.TRIALS (or `trials`), relative to DATASET.DATA_DIR unless it is absolute or exists as given."""
+    return TrialList(cfg.DATASET.DATA_DIR, trials or cfg.DATASET.TRIALS)
+
+
+# ----- validation -----
+def identification_validator(cfg: CfgNode, ctx: DistributedContext, model: nn.Module, partition: str, prefix: str):
+    dataset = identification_test_set(cfg, partition)
+
+    def validate(_epoch: int) -> dict[str, float]:
+        metrics = evaluate_identification(model, dataset, ctx, cfg.DATASET.NUM_WORKERS)
+        return {f"{prefix}_{name}": value for name, value in metrics.items() if name != "utterances"}
+
+    return validate
+
+
+def verification_validator(cfg: CfgNode, ctx: DistributedContext, model: nn.Module, trials: TrialList):
+    utterances = trials.utterance_dataset(cfg.DATASET.PARTIAL_N_FRAMES)
+
+    def validate(_epoch: int) -> dict[str, float]:
+        result = evaluate_verification(model, utterances, trials.labels, trials.first, trials.second, ctx,
+                                       cfg.DATASET.NUM_WORKERS)
+        return {k: v for k, v in result.summary().items() if k != "trials"}
+
+    return validate
+
+
+# ----- checkpoints -----
+def model_state(checkpoint: dict) -> dict:
+    """The checkpoint's weights, without the `module.` prefix that (Distributed)DataParallel adds."""
+    state = checkpoint["state_dict"]
+    if state and all(key.startswith("module.") for key in state):
+        state = {key[len("module."):]: value for key, value in state.items()}
+    return state
+
+
+def checkpoint_file(load_path: str) -> Path:
+    """`--load_path` of the evaluation scripts: a checkpoint file, or a run folder (its checkpoint_best.pth)."""
+    path = Path(load_path)
+    if path.is_dir():
+        path = RunDirectory(path).best_checkpoint
+    if not path.is_file():
+        raise CheckpointError(f"--load_path {load_path}: no checkpoint at {path}")
+    return path
+
+
+def write_results(path: Path, results: dict) -> None:
+    write_text_atomically(path, json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+def entropy_of_rows(weights: torch.Tensor) -> float:
+    """Mean entropy (nats) of the rows of a matrix of probabilities."""
+    logs = torch.log(weights.clamp_min(1e-12))
+    return float(-(weights * logs).sum(dim=1).mean()) / math.log(weights.size(1))
+
+
+def genotype_text(genotype: Genotype | None) -> str | None:
+    return None if genotype is None else genotype_to_text(genotype)
+
+
+def build_network(cfg: CfgNode, ctx: DistributedContext, num_classes: int, genotype: Genotype | None) -> nn.Module:
+    return build_model(cfg, num_classes, genotype).to(ctx.device)

@@ -1,0 +1,246 @@
+"""The three things the entry scripts do: search a cell, train a network, evaluate a checkpoint."""
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+from functions.data_loading import training_loader
+from functions.distributed import init_distributed, shutdown_distributed
+from functions.evaluation import evaluate_identification, evaluate_verification, write_score_file
+from functions.experiment import (
+    IDENTIFICATION_SELECTION, VERIFICATION_SELECTION, Experiment, adam, build_network, checkpoint_file,
+    class_count, cosine_schedule, count_parameters, entropy_of_rows, genotype_text, identification_test_set,
+    identification_train_set, identification_validator, load_config, model_state,
+    start_experiment, trial_list, verification_train_set, verification_validator, write_results,
+)
+from functions.plots import plot_architecture_weights, plot_det_curve, plot_score_histograms
+from functions.run_directory import RunDirectory, load_resume_checkpoint
+from functions.trainer import ArchitectureStep, Selection, Trainer
+from models.genotypes import GenotypeError, load_genotype
+from models.visualize import plot_genotype
+from utils.checkpoint import load_checkpoint, load_state_dict_strict
+from utils.run_logging import create_logger, get_logger
+
+
+def _genotype_for(exp_cfg, args, checkpoint: dict | None):
+    """The genotype of a genotype network: from --text_arch, else from the checkpoint being resumed."""
+    if exp_cfg.MODEL.NAME != "model":
+        return None
+    from_checkpoint = checkpoint.get("genotype") if checkpoint else None
+    text_arch = getattr(args, "text_arch", None)
+    if text_arch:
+        genotype = load_genotype(text_arch)
+        if from_checkpoint is not None and tuple(map(list, genotype)) != tuple(map(list, from_checkpoint)):
+            raise GenotypeError("--text_arch differs from the genotype of the checkpoint being resumed")
+        return genotype
+    if from_checkpoint is not None:
+        return from_checkpoint
+    raise GenotypeError("MODEL.NAME 'model' needs a genotype: pass --text_arch GENOTYPE (text, file or checkpoint)")
+
+
+def _resumed_checkpoint(exp: Experiment, args) -> dict | None:
+    """The checkpoint being resumed (or None), read before anything is built so its genotype can be used."""
+    if not getattr(args, "load_path", None):
+        return None
+    return load_resume_checkpoint(exp.run, get_logger())
+
+
+def _finish(exp: Experiment, results: dict) -> None:
+    if exp.ctx.is_main:
+        write_results(exp.run.root / "results.json", results)
+        get_logger().info(f"results written to {exp.run.root / 'results.json'}")
+
+
+def run_training(args, task: str, logs_kind: str) -> int:
+    """Train a network (genotype network or ResNet) for identification or verification."""
+    exp = start_experiment(args, logs_kind, getattr(args, "load_path", None))
+    cfg, ctx, run, logger = exp.cfg, exp.ctx, exp.run, get_logger()
+    try:
+        checkpoint = _resumed_checkpoint(exp, args)
+        genotype = _genotype_for(cfg, args, checkpoint)
+        train_set = identification_train_set(cfg) if task == "identification" else verification_train_set(cfg)
+        model = build_network(cfg, ctx, class_count(cfg, train_set.num_classes), genotype)
+        logger.info(f"{cfg.MODEL.NAME}: {count_parameters(model):,} parameters, {train_set.num_classes} classes, "
+                    f"{len(train_set)} training utterances")
+        if checkpoint is not None:
+            load_state_dict_strict(model, model_state(checkpoint))
+        optimizer = adam(cfg, model.parameters())
+        scheduler = cosine_schedule(cfg, optimizer)
+        loader = training_loader(train_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED, ctx, cfg.DATASET.NUM_WORKERS,
+                                 cfg.TRAIN.MAX_STEPS_PER_EPOCH)
+        if task == "identification":
+            validate = identification_validator(cfg, ctx, model, "val", "val")
+            selection = IDENTIFICATION_SELECTION
+        else:
+            trials = trial_list(cfg)
+            logger.info(f"{len(trials.labels)} trials over {len(trials.paths)} utterances"
+                        f" ({trials.skipped} skipped: missing features)")
+            validate = verification_validator(cfg, ctx, model, trials)
+            selection = VERIFICATION_SELECTION
+        end = cfg.TRAIN.END_EPOCH
+        trainer = Trainer(
+            cfg, ctx, run, model, optimizer, scheduler, loader, validate, selection,
+            drop_path_prob=lambda epoch: cfg.MODEL.DROP_PATH_PROB * epoch / end,
+            checkpoint_extras=(lambda: {"genotype": genotype}) if genotype is not None else dict,
+        )
+        if checkpoint is not None:
+            trainer.restore(checkpoint)
+        if ctx.is_main:
+            run.save_run_info(cfg, genotype_text(genotype))
+        started = time.time()
+        history = trainer.fit()
+        results = {"task": task, "model": cfg.MODEL.NAME, "parameters": count_parameters(model),
+                   "epochs": len(history), "train_seconds": time.time() - started}
+        if task == "identification":
+            results.update(_identification_report(exp, model, trainer.selection))
+        else:
+            results.update(_verification_report(history))
+        _finish(exp, results)
+        return 0
+    finally:
+        shutdown_distributed()
+
+
+def _identification_report(exp: Experiment, model, selection: Selection) -> dict:
+    """Test-partition scores of the last weights and of the checkpoint selected on `val`."""
+    cfg, ctx, logger = exp.cfg, exp.ctx, get_logger()
+    test_set = identification_test_set(cfg, "test")
+    report = {"test_last": evaluate_identification(model, test_set, ctx, cfg.DATASET.NUM_WORKERS)}
+    if exp.run.best_checkpoint.exists():
+        selected = copy.deepcopy(model)
+        load_state_dict_strict(selected, model_state(load_checkpoint(exp.run.best_checkpoint, ctx.device)))
+        report["test_selected_on_val"] = evaluate_identification(selected, test_set, ctx, cfg.DATASET.NUM_WORKERS)
+    for name, metrics in report.items():
+        logger.info(f"{name}: Top-1 {metrics['top1']:.2f} %, Top-5 {metrics['top5']:.2f} % "
+                    f"(window-weighted Top-1 {metrics['top1_window_weighted']:.2f} %)")
+    return report
+
+
+def _verification_report(history: list[dict]) -> dict:
+    validated = [row for row in history if "eer" in row]
+    last = validated[-1]
+    best = min(validated, key=lambda row: row["eer"])
+    report = {
+        "last_epoch": {k: last[k] for k in ("epoch", "eer", "min_dcf_0.01", "min_dcf_0.05")},
+        "best_selected_on_test_trials": {k: best[k] for k in ("epoch", "eer", "min_dcf_0.01", "min_dcf_0.05")},
+    }
+    get_logger().info(f"last epoch: EER {last['eer']:.2f} %, minDCF(0.01) {last['min_dcf_0.01']:.4f}; "
+                      f"best of run, selected on the test trials: EER {best['eer']:.2f} % (epoch {best['epoch']})")
+    return report
+
+
+def run_search(args) -> int:
+    """Search a cell on the `train` partition, with the architecture stepped on `val` (SPEC §10)."""
+    exp = start_experiment(args, "logs_search", getattr(args, "load_path", None))
+    cfg, ctx, run, logger = exp.cfg, exp.ctx, exp.run, get_logger()
+    try:
+        checkpoint = _resumed_checkpoint(exp, args)
+        train_set = identification_train_set(cfg, "train")
+        arch_set = identification_train_set(cfg, "val")
+        model = build_network(cfg, ctx, class_count(cfg, train_set.num_classes), None)
+        if checkpoint is not None:
+            load_state_dict_strict(model, model_state(checkpoint))
+        logger.info(f"search space {cfg.MODEL.SEARCH_SPACE}, single path {cfg.MODEL.SINGLE_PATH}: "
+                    f"{count_parameters(model):,} parameters, {train_set.num_classes} classes")
+        optimizer = adam(cfg, model.weight_parameters())
+        arch_optimizer = torch.optim.Adam(
+            model.arch_parameters(), lr=cfg.TRAIN.ARCH_LR, betas=(cfg.TRAIN.ARCH_BETA1, cfg.TRAIN.ARCH_BETA2),
+            weight_decay=cfg.TRAIN.ARCH_WD,
+        )
+        scheduler = cosine_schedule(cfg, optimizer)
+        loader = training_loader(train_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED, ctx, cfg.DATASET.NUM_WORKERS,
+                                 cfg.TRAIN.MAX_STEPS_PER_EPOCH)
+        arch_loader = training_loader(arch_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED + 1, ctx, cfg.DATASET.NUM_WORKERS)
+        end = cfg.TRAIN.END_EPOCH
+
+        def record_architecture(epoch: int, metrics: dict) -> None:
+            genotype = model.genotype()
+            weights = dict(zip(("normal", "reduce"), (w.cpu() for w in model.arch_weights())))
+            for cell, w in weights.items():
+                metrics[f"alpha_entropy_{cell}"] = entropy_of_rows(w)
+            if not ctx.is_main:
+                return
+            text = genotype_text(genotype)
+            logger.info(f"epoch {epoch} genotype: {text}")
+            run.save_run_info(cfg, text)
+            (run.log_dir / "genotypes.txt").open("a", encoding="utf-8").write(f"{epoch}\t{text}\n")
+            plot_genotype(genotype, run.log_dir / "cell")
+            plot_architecture_weights(
+                {cell: w.numpy() for cell, w in weights.items()},
+                {"normal": model.space.edge_ops(False), "reduce": model.space.edge_ops(True)},
+                run.log_dir / "architecture_weights.png", f"softmax(alpha), epoch {epoch}",
+            )
+
+        trainer = Trainer(
+            cfg, ctx, run, model, optimizer, scheduler, loader,
+            identification_validator(cfg, ctx, model, "test", "test"),
+            Selection(metric="test_top1", higher_is_better=True, checkpoint_key="best_acc1"),
+            drop_path_prob=lambda epoch: cfg.TRAIN.DROPPATH_PROB * epoch / max(1, end - 1),
+            architecture=ArchitectureStep(arch_loader, arch_optimizer),
+            checkpoint_extras=lambda: {"genotype": model.genotype()},
+            on_epoch_end=record_architecture,
+            find_unused_parameters=cfg.MODEL.SINGLE_PATH,
+        )
+        if checkpoint is not None:
+            trainer.restore(checkpoint)
+        started = time.time()
+        history = trainer.fit()
+        genotype = model.genotype()
+        _finish(exp, {"task": "search", "genotype": genotype_text(genotype), "epochs": len(history),
+                               "search_seconds": time.time() - started, "last": history[-1] if history else {}})
+        if ctx.is_main:
+            print(genotype_text(genotype))
+        return 0
+    finally:
+        shutdown_distributed()
+
+
+def run_evaluation(args, task: str) -> int:
+    """Evaluate a checkpoint: Top-1/Top-5 on the test partition, or EER/minDCF on a trial list."""
+    cfg = load_config(args)
+    ctx = init_distributed(cfg.DEVICE)
+    try:
+        path = checkpoint_file(args.load_path)
+        checkpoint = load_checkpoint(path, map_location="cpu")
+        genotype = _genotype_for(cfg, args, checkpoint)
+        output = RunDirectory.create(cfg.OUTPUT_DIR, "logs_eval", args.cfg) if ctx.is_main else None
+        logger = create_logger(output.log_dir / "evaluate.log" if output else None, ctx.is_main)
+        logger.info(f"evaluating {path}")
+        state = model_state(checkpoint)
+        if task == "identification":
+            dataset = identification_test_set(cfg, "test")
+            model = build_network(cfg, ctx, class_count(cfg, dataset.num_classes), genotype)
+            load_state_dict_strict(model, state)
+            metrics = evaluate_identification(model, dataset, ctx, cfg.DATASET.NUM_WORKERS)
+            lines = [f"Top-1 {metrics['top1']:.2f} %", f"Top-5 {metrics['top5']:.2f} %",
+                     f"window-weighted Top-1 (the published meter) {metrics['top1_window_weighted']:.2f} %",
+                     f"{metrics['utterances']} test utterances"]
+        else:
+            trials = trial_list(cfg, getattr(args, "trials", None))
+            rows = state.get("classifier.weight")
+            num_classes = cfg.MODEL.NUM_CLASSES or (rows.shape[0] if rows is not None else 0)
+            model = build_network(cfg, ctx, num_classes, genotype)
+            load_state_dict_strict(model, state)
+            result = evaluate_verification(model, trials.utterance_dataset(cfg.DATASET.PARTIAL_N_FRAMES),
+                                           trials.labels, trials.first, trials.second, ctx, cfg.DATASET.NUM_WORKERS)
+            metrics = result.summary()
+            metrics["skipped_trials"] = trials.skipped
+            lines = [f"EER {metrics['eer']:.2f} %", f"minDCF(p=0.01) {metrics['min_dcf_0.01']:.4f}",
+                     f"minDCF(p=0.05) {metrics['min_dcf_0.05']:.4f}",
+                     f"{metrics['trials']} trials ({trials.skipped} skipped: missing features)"]
+            if output is not None:
+                write_score_file(output.root / "scores.txt", result, trials.first_paths, trials.second_paths)
+                plot_det_curve(result.scores, result.labels, result.eer, output.root / "det_curve.png")
+                plot_score_histograms(result.scores, result.labels, output.root / "score_histograms.png")
+        if output is not None:
+            metrics.update({"checkpoint": str(path), "parameters": count_parameters(model), "task": task})
+            write_results(output.root / "results.json", metrics)
+            for line in lines:
+                logger.info(line)
+            logger.info(f"results in {output.root}")
+        return 0
+    finally:
+        shutdown_distributed()
+
