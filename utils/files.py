@@ -6,6 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, IO
 
+_TEMPORARY_SUFFIX = ".tmp"
+
 
 class OutputError(OSError):
     """An output that could not be written; what was there before is untouched."""
@@ -14,7 +16,7 @@ class OutputError(OSError):
 def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Call `write` on a temporary file beside `path`, flush it to disk, then rename it over `path`."""
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -31,6 +33,14 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files `write_atomically` leaves in `folder` when its process is killed mid-write."""
+    stale = [path for path in Path(folder).glob(f".*{_TEMPORARY_SUFFIX}") if path.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
