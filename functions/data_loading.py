@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from functions.distributed import DistributedContext
+from utils.config import ConfigError
 
 _MIX = 0x9E3779B97F4A7C15
 _MASK = (1 << 63) - 1
@@ -30,9 +31,9 @@ class EpochSampler(Sampler):
         self, num_items: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, max_batches: int = 0
     ) -> None:
         if num_items < batch_size * world_size:
-            raise ValueError(
+            raise ConfigError(
                 f"{num_items} training items are fewer than one global batch "
-                f"({batch_size} x {world_size} processes)"
+                f"({batch_size} x {world_size} processes); lower TRAIN.BATCH_SIZE"
             )
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.rank, self.world_size, self.max_batches = rank, world_size, max_batches

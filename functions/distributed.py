@@ -13,6 +13,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from utils.config import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+
 
 @dataclass(frozen=True)
 class DistributedContext:
@@ -32,10 +36,10 @@ class DistributedContext:
 
 def select_device(requested: str, local_rank: int = 0) -> torch.device:
     """'auto' takes CUDA when present, else the CPU; 'cpu' and 'cuda' are taken as asked."""
-    if requested not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"DEVICE must be 'auto', 'cpu' or 'cuda', got '{requested}'")
+    if requested not in DEVICES:
+        raise ConfigError(f"DEVICE must be one of {', '.join(DEVICES)}, got '{requested}'")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("DEVICE is 'cuda' but no CUDA device is available")
+        raise ConfigError("DEVICE is 'cuda' but no CUDA device is available")
     if requested == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", local_rank % torch.cuda.device_count())

@@ -19,12 +19,13 @@ from functions.distributed import DistributedContext, broadcast_object, init_dis
 from functions.evaluation import evaluate_identification, evaluate_verification
 from functions.run_directory import RunDirectory, RunDirectoryError
 from functions.trainer import NonFiniteLossError, Selection, TrainingInterrupted
-from models import build_model
+from models import MODEL_NAMES, build_model
 from models.genotypes import Genotype, GenotypeError, genotype_to_text
 from models.resnet import PretrainedWeightsError
+from models.search_spaces import SEARCH_SPACES
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError, get_default_config, update_config
-from utils.files import OutputError, write_text_atomically
+from utils.files import OutputError, ensure_writable_dir, write_text_atomically
 from utils.run_logging import create_logger
 
 KNOWN_ERRORS: tuple[type[BaseException], ...] = (
@@ -34,13 +35,6 @@ KNOWN_ERRORS: tuple[type[BaseException], ...] = (
 
 IDENTIFICATION_SELECTION = Selection(metric="val_top1", higher_is_better=True, checkpoint_key="best_acc1")
 VERIFICATION_SELECTION = Selection(metric="eer", higher_is_better=False, checkpoint_key="best_eer")
-
-
-@dataclass
-class Experiment:
-    cfg: CfgNode
-    ctx: DistributedContext
-    run: RunDirectory
 
 
 def _on_main_then_share(ctx: DistributedContext, work: Callable[[], object]) -> object:
@@ -57,8 +51,60 @@ def _on_main_then_share(ctx: DistributedContext, work: Callable[[], object]) -> 
     return value
 
 
+@dataclass
+class Experiment:
+    cfg: CfgNode
+    ctx: DistributedContext
+    logs_kind: str
+    config_path: str
+    log_name: str
+    # The folder of a resumed run; None for a new run until `open_run` creates it.
+    run: RunDirectory | None = None
+
+    def open_run(self) -> RunDirectory:
+        """The run folder; a new one is created here, once every input has been read and checked, so that
+        bad input leaves nothing behind."""
+        if self.run is None:
+            root = _on_main_then_share(
+                self.ctx, lambda: RunDirectory.create(self.cfg.OUTPUT_DIR, self.logs_kind, self.config_path).root
+            )
+            self.run = RunDirectory(Path(root))
+            self._log_to_run()
+        return self.run
+
+    def _log_to_run(self) -> None:
+        create_logger(self.run.log_dir / self.log_name, self.ctx.is_main).info(
+            f"run folder {self.run.root}; device {self.ctx.device}; {self.ctx.world_size} process(es); "
+            f"python {platform.python_version()}, torch {torch.__version__}"
+        )
+
+
+_POSITIVE_KEYS = ("TRAIN.BATCH_SIZE", "TRAIN.END_EPOCH", "VAL_FREQ", "DATASET.PARTIAL_N_FRAMES")
+_NON_NEGATIVE_KEYS = ("TRAIN.MAX_STEPS_PER_EPOCH", "DATASET.NUM_WORKERS", "MODEL.NUM_CLASSES", "TRAIN.BEGIN_EPOCH")
+
+
+def _config_value(cfg: CfgNode, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
 def load_config(args) -> CfgNode:
+    """The config of `args`, with the values no run could use rejected up front."""
     cfg = update_config(get_default_config(), args)
+    for key in _POSITIVE_KEYS:
+        if _config_value(cfg, key) < 1:
+            raise ConfigError(f"{key} must be at least 1, got {_config_value(cfg, key)}")
+    for key in _NON_NEGATIVE_KEYS:
+        if _config_value(cfg, key) < 0:
+            raise ConfigError(f"{key} must not be negative, got {_config_value(cfg, key)}")
+    if cfg.MODEL.NAME not in MODEL_NAMES:
+        raise ConfigError(f"unknown MODEL.NAME '{cfg.MODEL.NAME}'; valid names: {', '.join(MODEL_NAMES)}")
+    if cfg.MODEL.NAME == "model_search" and cfg.MODEL.SEARCH_SPACE not in SEARCH_SPACES:
+        raise ConfigError(
+            f"unknown MODEL.SEARCH_SPACE '{cfg.MODEL.SEARCH_SPACE}'; valid names: {', '.join(SEARCH_SPACES)}"
+        )
     if not cfg.DATASET.DATA_DIR:
         raise ConfigError("DATASET.DATA_DIR is not set; add `DATASET.DATA_DIR /path/to/VoxCeleb1` to the command")
     if not Path(cfg.DATASET.DATA_DIR).is_dir():
@@ -66,8 +112,8 @@ def load_config(args) -> CfgNode:
     return cfg
 
 
-def start_experiment(args, logs_kind: str, resume_path: str | None = None) -> Experiment:
-    """Config, process group, back-ends, the run folder (new, or the one being resumed) and its log."""
+def start_experiment(args, logs_kind: str, resume_path: str | None = None, log_name: str = "train.log") -> Experiment:
+    """Config, process group and back-ends; the folder being resumed, or a check that a new one can be written."""
     cfg = load_config(args)
     ctx = init_distributed(cfg.DEVICE)
     torch.backends.cudnn.benchmark = cfg.CUDNN.BENCHMARK
@@ -75,15 +121,15 @@ def start_experiment(args, logs_kind: str, resume_path: str | None = None) -> Ex
     torch.backends.cudnn.enabled = cfg.CUDNN.ENABLED
     torch.manual_seed(cfg.SEED)
     np.random.seed(cfg.SEED)
+    exp = Experiment(cfg, ctx, logs_kind, args.cfg, log_name)
     if resume_path:
-        root = _on_main_then_share(ctx, lambda: RunDirectory.existing(resume_path).root)
+        exp.run = RunDirectory(Path(_on_main_then_share(ctx, lambda: RunDirectory.existing(resume_path).root)))
+        exp._log_to_run()
     else:
-        root = _on_main_then_share(ctx, lambda: RunDirectory.create(cfg.OUTPUT_DIR, logs_kind, args.cfg).root)
-    run = RunDirectory(Path(root))
-    logger = create_logger(run.log_dir / "train.log", ctx.is_main)
-    logger.info(f"run folder {run.root}; device {ctx.device}; {ctx.world_size} process(es); python {platform.python_version()}"
-                f", torch {torch.__version__}")
-    return Experiment(cfg, ctx, run)
+        # An unwritable OUTPUT_DIR is reported before any input is read.
+        _on_main_then_share(ctx, lambda: ensure_writable_dir(Path(cfg.OUTPUT_DIR) / logs_kind))
+        create_logger(None, ctx.is_main)
+    return exp
 
 
 def class_count(cfg: CfgNode, from_data: int) -> int:

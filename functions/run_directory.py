@@ -12,7 +12,7 @@ from pathlib import Path
 from yacs.config import CfgNode
 
 from utils.checkpoint import CheckpointError, load_checkpoint
-from utils.files import ensure_writable_dir, write_text_atomically
+from utils.files import ensure_writable_dir, remove_stale_temporaries, write_text_atomically
 
 CHECKPOINT_LAST = "checkpoint_last.pth"
 CHECKPOINT_BEST = "checkpoint_best.pth"
@@ -78,6 +78,9 @@ class RunDirectory:
         run = cls(root)
         ensure_writable_dir(run.model_dir)
         ensure_writable_dir(run.log_dir)
+        # A run killed while writing a checkpoint or log leaves its temporary file behind.
+        for folder in (run.root, run.model_dir, run.log_dir):
+            remove_stale_temporaries(folder)
         return run
 
     def save_run_info(self, cfg: CfgNode, genotype_text: str | None = None) -> None:

@@ -7,21 +7,21 @@ import time
 import torch
 
 from functions.data_loading import training_loader
-from functions.distributed import init_distributed, shutdown_distributed
+from functions.distributed import shutdown_distributed
 from functions.evaluation import evaluate_identification, evaluate_verification, write_score_file
 from functions.experiment import (
     IDENTIFICATION_SELECTION, VERIFICATION_SELECTION, Experiment, adam, build_network, checkpoint_file,
     class_count, cosine_schedule, count_parameters, entropy_of_rows, genotype_text, identification_test_set,
-    identification_train_set, identification_validator, load_config, model_state,
+    identification_train_set, identification_validator, model_state,
     start_experiment, trial_list, verification_train_set, verification_validator, write_results,
 )
 from functions.plots import plot_architecture_weights, plot_det_curve, plot_score_histograms
-from functions.run_directory import RunDirectory, load_resume_checkpoint
+from functions.run_directory import load_resume_checkpoint
 from functions.trainer import ArchitectureStep, Selection, Trainer
 from models.genotypes import GenotypeError, load_genotype
 from models.visualize import plot_genotype
 from utils.checkpoint import load_checkpoint, load_state_dict_strict
-from utils.run_logging import create_logger, get_logger
+from utils.run_logging import get_logger
 
 
 def _genotype_for(exp_cfg, args, checkpoint: dict | None):
@@ -56,14 +56,14 @@ def _finish(exp: Experiment, results: dict) -> None:
 def run_training(args, task: str, logs_kind: str) -> int:
     """Train a network (genotype network or ResNet) for identification or verification."""
     exp = start_experiment(args, logs_kind, getattr(args, "load_path", None))
-    cfg, ctx, run, logger = exp.cfg, exp.ctx, exp.run, get_logger()
+    cfg, ctx, logger = exp.cfg, exp.ctx, get_logger()
     try:
         checkpoint = _resumed_checkpoint(exp, args)
         genotype = _genotype_for(cfg, args, checkpoint)
         train_set = identification_train_set(cfg) if task == "identification" else verification_train_set(cfg)
         model = build_network(cfg, ctx, class_count(cfg, train_set.num_classes), genotype)
-        logger.info(f"{cfg.MODEL.NAME}: {count_parameters(model):,} parameters, {train_set.num_classes} classes, "
-                    f"{len(train_set)} training utterances")
+        notes = [f"{cfg.MODEL.NAME}: {count_parameters(model):,} parameters, {train_set.num_classes} classes, "
+                 f"{len(train_set)} training utterances"]
         if checkpoint is not None:
             load_state_dict_strict(model, model_state(checkpoint))
         optimizer = adam(cfg, model.parameters())
@@ -75,10 +75,13 @@ def run_training(args, task: str, logs_kind: str) -> int:
             selection = IDENTIFICATION_SELECTION
         else:
             trials = trial_list(cfg)
-            logger.info(f"{len(trials.labels)} trials over {len(trials.paths)} utterances"
-                        f" ({trials.skipped} skipped: missing features)")
+            notes.append(f"{len(trials.labels)} trials over {len(trials.paths)} utterances"
+                         f" ({trials.skipped} skipped: missing features)")
             validate = verification_validator(cfg, ctx, model, trials)
             selection = VERIFICATION_SELECTION
+        run = exp.open_run()
+        for note in notes:
+            logger.info(note)
         end = cfg.TRAIN.END_EPOCH
         trainer = Trainer(
             cfg, ctx, run, model, optimizer, scheduler, loader, validate, selection,
@@ -134,7 +137,7 @@ def _verification_report(history: list[dict]) -> dict:
 def run_search(args) -> int:
     """Search a cell on the `train` partition, with the architecture stepped on `val` (SPEC §10)."""
     exp = start_experiment(args, "logs_search", getattr(args, "load_path", None))
-    cfg, ctx, run, logger = exp.cfg, exp.ctx, exp.run, get_logger()
+    cfg, ctx, logger = exp.cfg, exp.ctx, get_logger()
     try:
         checkpoint = _resumed_checkpoint(exp, args)
         train_set = identification_train_set(cfg, "train")
@@ -142,8 +145,6 @@ def run_search(args) -> int:
         model = build_network(cfg, ctx, class_count(cfg, train_set.num_classes), None)
         if checkpoint is not None:
             load_state_dict_strict(model, model_state(checkpoint))
-        logger.info(f"search space {cfg.MODEL.SEARCH_SPACE}, single path {cfg.MODEL.SINGLE_PATH}: "
-                    f"{count_parameters(model):,} parameters, {train_set.num_classes} classes")
         optimizer = adam(cfg, model.weight_parameters())
         arch_optimizer = torch.optim.Adam(
             model.arch_parameters(), lr=cfg.TRAIN.ARCH_LR, betas=(cfg.TRAIN.ARCH_BETA1, cfg.TRAIN.ARCH_BETA2),
@@ -153,6 +154,10 @@ def run_search(args) -> int:
         loader = training_loader(train_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED, ctx, cfg.DATASET.NUM_WORKERS,
                                  cfg.TRAIN.MAX_STEPS_PER_EPOCH)
         arch_loader = training_loader(arch_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED + 1, ctx, cfg.DATASET.NUM_WORKERS)
+        validate = identification_validator(cfg, ctx, model, "test", "test")
+        run = exp.open_run()
+        logger.info(f"search space {cfg.MODEL.SEARCH_SPACE}, single path {cfg.MODEL.SINGLE_PATH}: "
+                    f"{count_parameters(model):,} parameters, {train_set.num_classes} classes")
         end = cfg.TRAIN.END_EPOCH
 
         def record_architecture(epoch: int, metrics: dict) -> None:
@@ -174,8 +179,7 @@ def run_search(args) -> int:
             )
 
         trainer = Trainer(
-            cfg, ctx, run, model, optimizer, scheduler, loader,
-            identification_validator(cfg, ctx, model, "test", "test"),
+            cfg, ctx, run, model, optimizer, scheduler, loader, validate,
             Selection(metric="test_top1", higher_is_better=True, checkpoint_key="best_acc1"),
             drop_path_prob=lambda epoch: cfg.TRAIN.DROPPATH_PROB * epoch / max(1, end - 1),
             architecture=ArchitectureStep(arch_loader, arch_optimizer),
@@ -199,30 +203,30 @@ def run_search(args) -> int:
 
 def run_evaluation(args, task: str) -> int:
     """Evaluate a checkpoint: Top-1/Top-5 on the test partition, or EER/minDCF on a trial list."""
-    cfg = load_config(args)
-    ctx = init_distributed(cfg.DEVICE)
+    exp = start_experiment(args, "logs_eval", log_name="evaluate.log")
+    cfg, ctx, logger = exp.cfg, exp.ctx, get_logger()
     try:
         path = checkpoint_file(args.load_path)
         checkpoint = load_checkpoint(path, map_location="cpu")
         genotype = _genotype_for(cfg, args, checkpoint)
-        output = RunDirectory.create(cfg.OUTPUT_DIR, "logs_eval", args.cfg) if ctx.is_main else None
-        logger = create_logger(output.log_dir / "evaluate.log" if output else None, ctx.is_main)
-        logger.info(f"evaluating {path}")
         state = model_state(checkpoint)
         if task == "identification":
             dataset = identification_test_set(cfg, "test")
-            model = build_network(cfg, ctx, class_count(cfg, dataset.num_classes), genotype)
-            load_state_dict_strict(model, state)
+            num_classes = class_count(cfg, dataset.num_classes)
+        else:
+            trials = trial_list(cfg, getattr(args, "trials", None))
+            rows = state.get("classifier.weight")
+            num_classes = cfg.MODEL.NUM_CLASSES or (rows.shape[0] if rows is not None else 0)
+        model = build_network(cfg, ctx, num_classes, genotype)
+        load_state_dict_strict(model, state)
+        run = exp.open_run()
+        logger.info(f"evaluating {path}")
+        if task == "identification":
             metrics = evaluate_identification(model, dataset, ctx, cfg.DATASET.NUM_WORKERS)
             lines = [f"Top-1 {metrics['top1']:.2f} %", f"Top-5 {metrics['top5']:.2f} %",
                      f"window-weighted Top-1 (the published meter) {metrics['top1_window_weighted']:.2f} %",
                      f"{metrics['utterances']} test utterances"]
         else:
-            trials = trial_list(cfg, getattr(args, "trials", None))
-            rows = state.get("classifier.weight")
-            num_classes = cfg.MODEL.NUM_CLASSES or (rows.shape[0] if rows is not None else 0)
-            model = build_network(cfg, ctx, num_classes, genotype)
-            load_state_dict_strict(model, state)
             result = evaluate_verification(model, trials.utterance_dataset(cfg.DATASET.PARTIAL_N_FRAMES),
                                            trials.labels, trials.first, trials.second, ctx, cfg.DATASET.NUM_WORKERS)
             metrics = result.summary()
@@ -230,16 +234,16 @@ def run_evaluation(args, task: str) -> int:
             lines = [f"EER {metrics['eer']:.2f} %", f"minDCF(p=0.01) {metrics['min_dcf_0.01']:.4f}",
                      f"minDCF(p=0.05) {metrics['min_dcf_0.05']:.4f}",
                      f"{metrics['trials']} trials ({trials.skipped} skipped: missing features)"]
-            if output is not None:
-                write_score_file(output.root / "scores.txt", result, trials.first_paths, trials.second_paths)
-                plot_det_curve(result.scores, result.labels, result.eer, output.root / "det_curve.png")
-                plot_score_histograms(result.scores, result.labels, output.root / "score_histograms.png")
-        if output is not None:
+            if ctx.is_main:
+                write_score_file(run.root / "scores.txt", result, trials.first_paths, trials.second_paths)
+                plot_det_curve(result.scores, result.labels, result.eer, run.root / "det_curve.png")
+                plot_score_histograms(result.scores, result.labels, run.root / "score_histograms.png")
+        if ctx.is_main:
             metrics.update({"checkpoint": str(path), "parameters": count_parameters(model), "task": task})
-            write_results(output.root / "results.json", metrics)
+            write_results(run.root / "results.json", metrics)
             for line in lines:
                 logger.info(line)
-            logger.info(f"results in {output.root}")
+            logger.info(f"results in {run.root}")
         return 0
     finally:
         shutdown_distributed()

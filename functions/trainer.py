@@ -40,6 +40,8 @@ class TrainingInterrupted(Exception):
     def __init__(self, signum: int, message: str) -> None:
         super().__init__(message)
         self.signum = signum
+        # The status a shell reports for a process killed by that signal.
+        self.exit_code = 128 + signum
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,6 @@ class Trainer:
             "global_step": self.state.global_step,
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "lr_scheduler": self.scheduler.state_dict(),
             "path_helper": self.run.path_helper,
             self.selection.checkpoint_key: self.state.best,
             "history": self.state.history,
@@ -181,14 +182,16 @@ class Trainer:
 
     def restore(self, checkpoint: dict) -> None:
         """Continue from `checkpoint` (the model weights must already be loaded)."""
+        # The schedule follows this run's config, which may extend TRAIN.END_EPOCH: it is replayed from its start,
+        # as a run with this config from scratch would have stepped it, and the optimiser then takes that rate.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(int(checkpoint["epoch"])):
+                self.scheduler.step()
+        scheduled = [group["lr"] for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        if "lr_scheduler" in checkpoint:
-            self.scheduler.load_state_dict(checkpoint["lr_scheduler"])
-        else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for _ in range(int(checkpoint["epoch"])):
-                    self.scheduler.step()
+        for group, lr in zip(self.optimizer.param_groups, scheduled):
+            group["lr"] = lr
         if self.architecture is not None and "arch_optimizer" in checkpoint:
             self.architecture.optimizer.load_state_dict(checkpoint["arch_optimizer"])
         self.state.epoch = int(checkpoint["epoch"])
@@ -216,12 +219,13 @@ class Trainer:
         if not self.ctx.is_main:
             return
         state = self.checkpoint_state()
-        save_checkpoint(state, self.run.last_checkpoint)
         if epoch_checkpoint:
             save_checkpoint(state, self.run.epoch_checkpoint(self.state.epoch - 1))
         if best:
             save_checkpoint(state, self.run.best_checkpoint)
         self.run.write_metrics(self.state.history)
+        # Last, so that a run killed before this line resumes from the previous state and rewrites the files above.
+        save_checkpoint(state, self.run.last_checkpoint)
 
     # ----- the loop -----
     def fit(self) -> list[dict]:
@@ -240,6 +244,10 @@ class Trainer:
                 for epoch in epochs:
                     self._train_epoch(epoch, stop)
                     self._end_epoch(epoch)
+                    # A signal during validation or saving stops the run here, its state already saved.
+                    stopped = all_reduce_sum(self.ctx, torch.tensor(float(stop.signum > 0), device=self.ctx.device))
+                    if stopped.item() > 0:
+                        raise self._interrupted(stop.signum or signal.SIGTERM, f"after epoch {epoch}")
         finally:
             if self.writer is not None:
                 self.writer.close()
@@ -315,9 +323,10 @@ class Trainer:
                 torch.stack([(~torch.isfinite(loss)).double(), torch.tensor(float(stop.signum > 0), device=loss.device)]),
             )
             if flags[0].item() > 0:
+                kept = self.run.last_checkpoint
                 raise NonFiniteLossError(
                     f"loss became {loss.item()} at epoch {epoch}, step {step} (global step {self.state.global_step});"
-                    f" the last good checkpoint is {self.run.last_checkpoint}"
+                    + (f" the last good checkpoint is {kept}" if kept.exists() else " no checkpoint was saved yet")
                 )
             sums += torch.stack([loss.double() * targets.numel(), (logits.argmax(1) == targets).sum().double(),
                                  torch.tensor(float(targets.numel()), device=loss.device, dtype=torch.float64)])
@@ -336,10 +345,13 @@ class Trainer:
         self.state.partial = dict(zip(("loss", "correct", "count"), sums.tolist()))
         self._save(epoch_checkpoint=False, best=False)
         barrier(self.ctx)
-        raise TrainingInterrupted(
+        raise self._interrupted(signum, f"at epoch {epoch}, step {step + 1}")
+
+    def _interrupted(self, signum: int, where: str) -> TrainingInterrupted:
+        return TrainingInterrupted(
             signum,
-            f"stopped by {signal.Signals(signum).name} at epoch {epoch}, step {step + 1}; state saved to "
-            f"{self.run.last_checkpoint}; continue with --load_path {self.run.root}",
+            f"stopped by {signal.Signals(signum).name} {where}; state saved to {self.run.last_checkpoint}; "
+            f"continue with --load_path {self.run.root}",
         )
 
     def _end_epoch(self, epoch: int) -> None:

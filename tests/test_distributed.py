@@ -11,8 +11,9 @@ from tests.conftest import run_script
 from tests.test_scripts import TINY_CELL, only_run, small
 
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-# Batch-norm statistics are taken per process (over half the global batch), so the runs agree closely, not exactly.
-LOSS_TOLERANCE = 0.05
+# Batch-norm statistics are taken per process (over half the global batch), so networks with batch norm agree
+# closely, not exactly: measured 0.047 with 6 samples per process against 12 in one.
+LOSS_TOLERANCE = 0.1
 
 
 def history(run: Path) -> list[dict]:
@@ -23,17 +24,18 @@ def train(corpus: Path, out: Path, batch: int, processes: int, *extra: str) -> P
     launcher = TORCHRUN if processes == 2 else []
     run_script(*launcher, "train_identification.py", "--cfg", "exps/demo/scratch_iden.yaml", "--text_arch",
                genotype_to_text(AUTOSPEECH),
-               *small(corpus, out, *TINY_CELL, "TRAIN.BATCH_SIZE", str(batch), "TRAIN.END_EPOCH", "2", *extra))
+               *small(corpus, out, *TINY_CELL, "TRAIN.BATCH_SIZE", str(batch), "TRAIN.END_EPOCH", "2",
+                      "MODEL.DROP_PATH_PROB", "0.0", *extra))
     return only_run(out / "logs_scratch")
 
 
 @pytest.fixture(scope="module")
 def two_process_run(tiny_corpus, tmp_path_factory):
-    return train(tiny_corpus, tmp_path_factory.mktemp("ddp"), 2, 2)
+    return train(tiny_corpus, tmp_path_factory.mktemp("ddp"), 6, 2)
 
 
 def test_two_processes_match_one_with_the_same_global_batch(two_process_run, tiny_corpus, tmp_path):
-    single = history(train(tiny_corpus, tmp_path, 4, 1))
+    single = history(train(tiny_corpus, tmp_path, 12, 1))
     double = history(two_process_run)
     assert len(single) == len(double) == 2
     for one, two in zip(single, double):
@@ -46,7 +48,7 @@ def test_only_rank_zero_writes_and_a_resume_may_change_the_process_count(two_pro
     assert len(list((two_process_run / "Log").glob("events.out.tfevents.*"))) == 1
     run_script("train_identification.py", "--cfg", "exps/demo/scratch_iden.yaml", "--load_path",
                str(two_process_run), *small(tiny_corpus, tmp_path, *TINY_CELL, "TRAIN.END_EPOCH", "3",
-                                             "TRAIN.BATCH_SIZE", "4"))
+                                             "TRAIN.BATCH_SIZE", "12"))
     assert [row["epoch"] for row in history(two_process_run)] == [0, 1, 2]
 
 
@@ -65,3 +67,45 @@ def test_distributed_evaluation_equals_single_process(script, cfg, key, fixtures
     assert results[0][key] == results[1][key]
     if key == "eer":
         assert results[0]["min_dcf_0.01"] == results[1]["min_dcf_0.01"]
+
+
+def _train_tiny_net(rank: int, world_size: int, port: int, root: str, batch: int) -> None:
+    import os
+
+    import torch
+
+    from functions.distributed import init_distributed, shutdown_distributed
+    from tests.test_trainer import make_trainer
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    ctx = init_distributed("cpu")
+    trainer = make_trainer(Path(root), epochs=2, ctx=ctx, batch=batch, dropout=0.0)
+    trainer.fit()
+    if rank == 0:
+        torch.save(trainer.model.state_dict(), Path(root) / "final.pt")
+    shutdown_distributed()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_gradients_and_metrics_are_averaged_exactly_across_processes(tmp_path):
+    """Without batch norm, 2 processes x 2 samples give the weights and metrics of 1 process x 4 samples."""
+    import torch
+    import torch.multiprocessing as mp
+
+    for world_size, batch in ((1, 4), (2, 2)):
+        root = tmp_path / f"world{world_size}"
+        mp.spawn(_train_tiny_net, args=(world_size, free_port(), str(root), batch), nprocs=world_size)
+    one, two = (torch.load(tmp_path / f"world{n}" / "final.pt") for n in (1, 2))
+    assert all(torch.allclose(one[k], two[k], atol=1e-6) for k in one)
+    rows = [history(tmp_path / f"world{n}") for n in (1, 2)]
+    for a, b in zip(*rows):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
+        assert a["train_top1"] == b["train_top1"]

@@ -34,9 +34,11 @@ class NoisyFrames(Dataset):
 
 
 class TinyNet(nn.Module):
-    def __init__(self, fail_at_call: int | None = None, signal_at_call: int | None = None) -> None:
+    def __init__(
+        self, fail_at_call: int | None = None, signal_at_call: int | None = None, dropout: float = 0.2
+    ) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 4))
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 4))
         self.drop_path_prob = 0.0
         self.calls, self.fail_at_call, self.signal_at_call = 0, fail_at_call, signal_at_call
 
@@ -48,7 +50,7 @@ class TinyNet(nn.Module):
         return out * float("nan") if self.calls == self.fail_at_call else out
 
 
-def make_trainer(root, epochs=3, **net_options):
+def make_trainer(root, epochs=3, ctx=CPU, batch=4, **net_options):
     cfg = get_default_config()
     cfg.TRAIN.END_EPOCH, cfg.VAL_FREQ, cfg.PRINT_FREQ, cfg.SEED = epochs, 1, 2, 7
     cfg.freeze()
@@ -59,13 +61,13 @@ def make_trainer(root, epochs=3, **net_options):
     run.log_dir.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, 0.001)
-    loader = training_loader(NoisyFrames(), 4, cfg.SEED, CPU, num_workers=0)
+    loader = training_loader(NoisyFrames(), batch, cfg.SEED, ctx, num_workers=0)
 
     def validate(_epoch):
         return {"val_top1": float(sum(p.detach().sum() for p in model.parameters()))}
 
-    create_logger(None)
-    return Trainer(cfg, CPU, run, model, optimizer, scheduler, loader, validate,
+    create_logger(None, ctx.is_main)
+    return Trainer(cfg, ctx, run, model, optimizer, scheduler, loader, validate,
                    Selection("val_top1", True, "best_acc1"), drop_path_prob=lambda e: 0.1 * e)
 
 

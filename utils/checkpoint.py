@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,9 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device | None = "c
     if refused:
         raise _refusal(path, ", ".join(refused))
     try:
-        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
+        # torch warns, on several lines, about files pickled with another protocol; the outcome says enough.
+        with torch.serialization.safe_globals(ALLOWED_GLOBALS), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         # The static scan above misses globals in legacy (non-zip) files; the unpickler names them.
@@ -84,6 +87,10 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device | None = "c
             raise _refusal(path, named_global.group(1)) from None
         if any(marker in str(error) for marker in _REFUSAL_MARKERS):
             raise _refusal(path, _describe(error)) from None
+        if "Unsupported operand" in str(error):  # a plain pickle of a newer protocol, not a torch.save file
+            raise CheckpointError(
+                f"refused to load {path}: not a checkpoint written by torch.save ({_describe(error)})"
+            ) from None
         raise CheckpointError(f"cannot read checkpoint {path}: corrupt file ({_describe(error)})") from None
     except Exception as error:  # whatever else a damaged file makes the reader raise (EOF, zip, decoding errors)
         raise CheckpointError(

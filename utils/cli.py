@@ -5,7 +5,11 @@ import argparse
 import sys
 from typing import Callable
 
+from tqdm import tqdm
+
 EXIT_BAD_INPUT = 2
+# What a shell reports for a process stopped by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED = 130
 
 
 def build_parser(
@@ -27,11 +31,23 @@ def build_parser(
     return parser
 
 
+def _close_progress_bars() -> None:
+    """Close the bars an error left open: closed later, at exit, they would redraw below its message."""
+    for bar in list(tqdm._instances):
+        bar.close()
+
+
 def run_main(main: Callable[[], int | None], known_errors: tuple[type[BaseException], ...]) -> None:
-    """Run `main`; an error of a known kind is printed as one line and the process exits non-zero."""
+    """Run `main`; an error of a known kind, or Ctrl-C outside training (which saves its own state), is printed
+    as one line and the process exits non-zero."""
     try:
         code = main()
     except known_errors as error:
+        _close_progress_bars()
         print(f"error: {error}", file=sys.stderr)
         sys.exit(getattr(error, "exit_code", EXIT_BAD_INPUT))
+    except KeyboardInterrupt:
+        _close_progress_bars()
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(code or 0)

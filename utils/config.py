@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 from pathlib import Path
 
 from yacs.config import CfgNode as CN
@@ -80,9 +82,57 @@ def get_default_config() -> CN:
     return _C.clone()
 
 
+def _full_keys(node: CN, prefix: str = "") -> list[str]:
+    """Every key and section of `node`, dotted: 'TRAIN', 'TRAIN.LR', ..."""
+    keys = []
+    for name, value in node.items():
+        keys.append(f"{prefix}{name}")
+        if isinstance(value, CN):
+            keys += _full_keys(value, f"{prefix}{name}.")
+    return keys
+
+
+_UNKNOWN_KEY = re.compile(r"Non-existent (?:config )?key: (\S+)")
+_TYPE_MISMATCH = re.compile(
+    r"Type mismatch \(<class '([\w.]+)'> vs\. <class '([\w.]+)'>\) with values \((.*) vs\. (.*)\) "
+    r"for config key: (\S+)",
+    re.DOTALL,
+)
+
+
+def _short(value: str) -> str:
+    line = value.splitlines()[0] if value else value
+    return line if len(line) <= 40 else line[:37] + "..."
+
+
 def _describe(error: Exception) -> str:
+    """yacs' message in one line; an unknown key gets the closest known ones, a misspelling being the usual cause."""
     text = str(error.args[0]) if error.args else str(error)
-    return text.splitlines()[0]
+    unknown = _UNKNOWN_KEY.fullmatch(text)
+    if unknown is not None:
+        key = unknown.group(1)
+        close = difflib.get_close_matches(key, _full_keys(_C), n=2)
+        return f"unknown config key {key}" + (f" (did you mean {' or '.join(close)}?)" if close else "")
+    mismatch = _TYPE_MISMATCH.fullmatch(text)
+    if mismatch is not None:
+        expected, given, _, value, key = mismatch.groups()
+        expected, given = expected.rsplit(".", 1)[-1], given.rsplit(".", 1)[-1]
+        if expected == "CfgNode":
+            return f"{key} is a section of keys, not a single value"
+        return f"{key} must be of type {expected}, got {given} {_short(value)}"
+    return text.splitlines()[0] if text.strip() else type(error).__name__
+
+
+def _file_problem(error: Exception) -> str:
+    """Why a config file could not be read, with the line when the YAML parser knows it."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:
+        return f"line {mark.line + 1}: not valid YAML ({getattr(error, 'problem', None) or 'syntax error'})"
+    if isinstance(error, UnicodeDecodeError):
+        return "not a text file"
+    if isinstance(error, AttributeError):  # yacs walks the document as a mapping
+        return "not a YAML mapping of config keys (KEY: value, sections indented below their name)"
+    return f"not a valid YAML config ({_describe(error)})"
 
 
 def update_config(cfg: CN, args: argparse.Namespace) -> CN:
@@ -95,10 +145,12 @@ def update_config(cfg: CN, args: argparse.Namespace) -> CN:
             raise ConfigError(f"config file not found: {cfg_file}")
         try:
             cfg.merge_from_file(str(path))
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{cfg_file}: {_file_problem(error)}") from None
         except (KeyError, ValueError, TypeError, AssertionError) as error:
             raise ConfigError(f"{cfg_file}: {_describe(error)}") from None
         except Exception as error:  # malformed YAML raises parser-specific types
-            raise ConfigError(f"{cfg_file}: not a valid YAML config ({_describe(error)})") from None
+            raise ConfigError(f"{cfg_file}: {_file_problem(error)}") from None
     opts = list(getattr(args, "opts", None) or [])
     if len(opts) % 2:
         raise ConfigError(f"overrides must be KEY VALUE pairs; '{opts[-1]}' has no value")
