@@ -21,7 +21,6 @@ from functions.run_directory import RunDirectory, RunDirectoryError
 from functions.trainer import NonFiniteLossError, Selection, TrainingInterrupted
 from models import MODEL_NAMES, build_model
 from models.genotypes import Genotype, GenotypeError, genotype_to_text
-from models.resnet import PretrainedWeightsError
 from models.search_spaces import SEARCH_SPACES
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError, get_default_config, update_config
@@ -29,7 +28,7 @@ from utils.files import OutputError, ensure_writable_dir, write_text_atomically
 from utils.run_logging import create_logger
 
 KNOWN_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, DataError, CheckpointError, GenotypeError, PretrainedWeightsError, RunDirectoryError,
+    ConfigError, DataError, CheckpointError, GenotypeError, RunDirectoryError,
     OutputError, NonFiniteLossError, TrainingInterrupted,
 )
 

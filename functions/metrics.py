@@ -5,7 +5,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_curve
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)) -> list[torch.Tensor]:
@@ -28,6 +27,8 @@ def _check_trials(scores: np.ndarray, labels: np.ndarray) -> None:
 
 def equal_error_rate(scores: Sequence[float], labels: Sequence[int]) -> float:
     """EER as the paper computes it: the false-acceptance rate where |miss rate - false-acceptance rate| is smallest."""
+    from sklearn.metrics import roc_curve  # a second to import; scripts that fail early should not pay for it
+
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     _check_trials(scores, labels)
     fpr, tpr, _ = roc_curve(labels, scores, pos_label=1)
@@ -38,6 +39,8 @@ def minimum_detection_cost(
     scores: Sequence[float], labels: Sequence[int], p_target: float, c_miss: float = 1.0, c_fa: float = 1.0
 ) -> float:
     """Normalised minimum detection cost over all thresholds (NIST SRE definition)."""
+    from sklearn.metrics import roc_curve
+
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     _check_trials(scores, labels)
     fpr, tpr, _ = roc_curve(labels, scores, pos_label=1, drop_intermediate=False)

@@ -7,8 +7,6 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
-from scipy.stats import norm
-from sklearn.metrics import det_curve
 
 from utils.files import write_atomically
 
@@ -23,11 +21,17 @@ def save_figure(figure: plt.Figure, path: Path) -> None:
 
 
 def _probit(rates):
+    from scipy.stats import norm
+
     return norm.ppf(np.clip(rates, 1e-4, 1 - 1e-4))
 
 
 def plot_det_curve(scores: np.ndarray, labels: np.ndarray, eer: float, path: Path, title: str = "DET curve") -> None:
     """Miss rate against false-alarm rate on normal-deviate axes, with the EER point marked."""
+    # scipy.stats and sklearn take seconds to import; only evaluation draws this picture.
+    from scipy.stats import norm
+    from sklearn.metrics import det_curve
+
     fpr, fnr, _ = det_curve(labels, scores)
     figure, axes = plt.subplots(figsize=(5, 5))
     axes.plot(_probit(fpr), _probit(fnr), label="system")

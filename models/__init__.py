@@ -6,7 +6,6 @@ from yacs.config import CfgNode
 
 from models.genotype_network import GenotypeNetwork
 from models.genotypes import AUTOSPEECH, Genotype, GenotypeError, genotype_to_text, parse_genotype
-from models.resnet import PretrainedWeightsError, build_resnet
 from models.search_network import SearchNetwork, derive_genotype
 
 MODEL_NAMES = ("model_search", "model", "resnet18", "resnet34")
@@ -17,7 +16,6 @@ __all__ = [
     "Genotype",
     "GenotypeError",
     "GenotypeNetwork",
-    "PretrainedWeightsError",
     "SearchNetwork",
     "build_model",
     "derive_genotype",
@@ -42,5 +40,8 @@ def build_model(cfg: CfgNode, num_classes: int, genotype: Genotype | None = None
             raise ValueError("MODEL.NAME 'model' needs a genotype (e.g. --text_arch or a checkpoint's 'genotype')")
         return GenotypeNetwork(cfg.MODEL.INIT_CHANNELS, num_classes, cfg.MODEL.LAYERS, genotype)
     if name in ("resnet18", "resnet34"):
+        # Importing torchvision takes seconds; the cell networks never need it.
+        from models.resnet import build_resnet
+
         return build_resnet(name, num_classes, cfg.MODEL.PRETRAINED)
     raise ValueError(f"unknown MODEL.NAME {name!r}; valid names: {', '.join(MODEL_NAMES)}")

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet, ResNet18_Weights, ResNet34_Weights
 
+from utils.config import ConfigError
+
 IMAGENET_WEIGHTS = {
     "resnet18": ResNet18_Weights.IMAGENET1K_V1,
     "resnet34": ResNet34_Weights.IMAGENET1K_V1,
@@ -24,7 +26,7 @@ BLOCKS_PER_STAGE = {
 }
 
 
-class PretrainedWeightsError(FileNotFoundError):
+class PretrainedWeightsError(ConfigError):
     """Pretrained weights were asked for and are not where they should be; the message names that path."""
 
 
