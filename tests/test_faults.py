@@ -227,6 +227,7 @@ def every_script(checkpoint: Path) -> dict[str, tuple[str, list[str]]]:
     ("empty data folder setting", ["DATASET.DATA_DIR", ""], "DATASET.DATA_DIR is not set"),
     ("misspelt override", ["TRAIN.LRR", "0.1"], "unknown config key TRAIN.LRR (did you mean TRAIN.LR"),
     ("value of the wrong type", ["TRAIN.END_EPOCH", "many"], "TRAIN.END_EPOCH must be of type int, got str many"),
+    ("option after the overrides", ["--trials", "veri_test.txt"], "--trials comes after the KEY VALUE overrides"),
     ("unwritable output (under a file)", ["OUTPUT_DIR", "{tmp}/a_file/out"], "{tmp}/a_file/out/logs"),
     ("unwritable output (/proc)", ["OUTPUT_DIR", "/proc/autospeech"], "/proc/autospeech/logs"),
 ])

@@ -152,6 +152,10 @@ def update_config(cfg: CN, args: argparse.Namespace) -> CN:
         except Exception as error:  # malformed YAML raises parser-specific types
             raise ConfigError(f"{cfg_file}: {_file_problem(error)}") from None
     opts = list(getattr(args, "opts", None) or [])
+    options = [opt for opt in opts if opt.startswith("--")]
+    if options:
+        raise ConfigError(f"{options[0]} comes after the KEY VALUE overrides; put options such as {options[0]} "
+                          "before them")
     if len(opts) % 2:
         raise ConfigError(f"overrides must be KEY VALUE pairs; '{opts[-1]}' has no value")
     try:
