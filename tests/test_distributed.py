@@ -109,3 +109,67 @@ def test_gradients_and_metrics_are_averaged_exactly_across_processes(tmp_path):
     for a, b in zip(*rows):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
         assert a["train_top1"] == b["train_top1"]
+
+
+class _LabelledNoise:
+    """Spectrogram-shaped items whose level depends on the label, drawn from torch's RNG."""
+
+    def __len__(self) -> int:
+        return 24
+
+    def __getitem__(self, index: int):
+        import torch
+
+        return torch.randn(16, 257) + index % 3, index % 3
+
+
+def _search_tiny_net(rank: int, world_size: int, port: int, root: str) -> None:
+    import os
+
+    import torch
+
+    from functions.data_loading import training_loader
+    from functions.distributed import init_distributed, shutdown_distributed
+    from functions.run_directory import RunDirectory
+    from functions.trainer import ArchitectureStep, Selection, Trainer
+    from models.search_network import SearchNetwork
+    from utils.config import get_default_config
+    from utils.run_logging import create_logger
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    ctx = init_distributed("cpu")
+    cfg = get_default_config()
+    cfg.TRAIN.END_EPOCH, cfg.VAL_FREQ, cfg.SEED = 1, 1, 5
+    cfg.freeze()
+    run = RunDirectory(Path(root))
+    for folder in (run.model_dir, run.log_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = SearchNetwork(4, 3, 3)
+    torch.save([a.detach().clone() for a in model.arch_parameters()], Path(root) / "initial_alphas.pt")
+    optimizer = torch.optim.Adam(model.weight_parameters(), lr=0.01)
+    arch_optimizer = torch.optim.Adam(model.arch_parameters(), lr=0.01, betas=(0.5, 0.999))
+    loader = training_loader(_LabelledNoise(), 2, cfg.SEED, ctx, 0, max_batches=3)
+    arch_loader = training_loader(_LabelledNoise(), 2, cfg.SEED + 1, ctx, 0)
+    create_logger(None, ctx.is_main)
+    trainer = Trainer(cfg, ctx, run, model, optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, 1),
+                      loader, lambda _epoch: {}, Selection("test_top1", True, "best_acc1"),
+                      drop_path_prob=lambda _epoch: 0.0, architecture=ArchitectureStep(arch_loader, arch_optimizer))
+    trainer.fit()
+    torch.save([a.detach() for a in model.arch_parameters()], Path(root) / f"alphas_rank{rank}.pt")
+    shutdown_distributed()
+
+
+def test_architecture_step_is_averaged_across_processes(tmp_path):
+    """Each process steps the alphas on its own `val` batches; averaged gradients keep them identical."""
+    import torch
+    import torch.multiprocessing as mp
+
+    mp.spawn(_search_tiny_net, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    initial = torch.load(tmp_path / "initial_alphas.pt")
+    rank0, rank1 = (torch.load(tmp_path / f"alphas_rank{rank}.pt") for rank in (0, 1))
+    for start, first, second in zip(initial, rank0, rank1):
+        assert torch.equal(first, second)
+        assert not torch.allclose(first, start)
