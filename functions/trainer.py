@@ -121,6 +121,17 @@ def autocast_dtype(cfg: CfgNode, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def channels_last_on_cpu(model: nn.Module, device: torch.device) -> None:
+    """On the CPU, store the model's 4-d weights channels-last; every activation then follows that layout.
+
+    oneDNN runs the networks' depthwise convolutions, the largest part of a step on the CPU, faster on
+    channels-last tensors: a training step takes 1.3-1.8x less time (benchmarks/README.md). Only float rounding
+    changes. CUDA models keep their layout.
+    """
+    if device.type == "cpu":
+        model.to(memory_format=torch.channels_last)
+
+
 class Trainer:
     def __init__(
         self,
@@ -150,6 +161,7 @@ class Trainer:
         scaler_on = self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=scaler_on)
         self.arch_scaler = torch.amp.GradScaler("cuda", enabled=scaler_on)
+        channels_last_on_cpu(model, ctx.device)
         self.network: nn.Module = model
         if ctx.is_distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None

@@ -1,0 +1,138 @@
+"""What the benchmark rows share: interleaved timing, the row format, the table and the machine's description."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import torch
+from torch import nn
+from yacs.config import CfgNode
+
+from functions.distributed import DistributedContext
+from functions.experiment import IDENTIFICATION_SELECTION
+from functions.trainer import ArchitectureStep, Trainer
+from utils.config import get_default_config, update_config
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table. `ratio` is the reference's cost over ours: above 1, ours is better."""
+
+    benchmark: str
+    ours: str
+    reference: str
+    ratio: float
+    goal: str
+    met: bool | None  # None: no goal was set for this row
+    notes: str
+
+
+def interleaved_medians(
+    runs: dict[str, Callable[[], object]], repetitions: int, warmup: int = 1
+) -> dict[str, float]:
+    """Median wall seconds of each callable. They run in turn, round after round, so that load from other
+    processes on a shared machine falls on every side alike; warm-up rounds (file caches, oneDNN's kernel
+    creation) are not timed."""
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for round_index in range(warmup + repetitions):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            elapsed = time.perf_counter() - start
+            if round_index >= warmup:
+                seconds[name].append(elapsed)
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def seeded(step: Callable[[], T]) -> Callable[[], T]:
+    """Call k of the returned function first seeds torch's RNG with k, so that every side of a row draws the same
+    random numbers (Gumbel samples, drop-path masks) at the same step."""
+    calls = iter(range(2**62))
+
+    def run() -> T:
+        torch.manual_seed(next(calls))
+        return step()
+
+    return run
+
+
+def experiment_config(relative_path: str) -> CfgNode:
+    """One of the project's YAML configs over the defaults, as the entry scripts read it."""
+    return update_config(get_default_config(), argparse.Namespace(cfg=str(REPO / relative_path), opts=[]))
+
+
+def trainer_for(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Optimizer,
+                architecture: ArchitectureStep | None = None) -> Trainer:
+    """The project's training loop around `model`, for timing its steps (no data loader, run folder or schedule:
+    the steps do not use them)."""
+    return Trainer(cfg, CPU, None, model, optimizer, None, None, lambda epoch: {}, IDENTIFICATION_SELECTION,
+                   drop_path_prob=lambda epoch: 0.0, architecture=architecture)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Swallow what the project's code prints (progress bars, log lines) while it is being timed."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def machine_line() -> str:
+    gpu = "a CUDA GPU is present but unused" if torch.cuda.is_available() else "no GPU on this machine"
+    return (f"CPU rows only ({gpu}): {cpu_model()}, {os.cpu_count()} cores, torch intra-op threads: "
+            f"{torch.get_num_threads()}, torch {torch.__version__.split('+')[0]}, Python {platform.python_version()}")
+
+
+def seconds_text(value: float) -> str:
+    if value < 0.01:
+        return f"{value * 1000:.2f} ms"
+    return f"{value * 1000:.1f} ms" if value < 1.0 else f"{value:.2f} s"
+
+
+def bytes_text(value: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value:.0f} B"
+
+
+def markdown_table(rows: list[Row], title: str) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        machine_line(),
+        "",
+        "Ratio = the reference's cost / ours (above 1: ours is better). Times are medians of interleaved repetitions.",
+        "Methods and references: benchmarks/README.md.",
+        "",
+        "| Benchmark | Ours | Reference | Ratio | Goal | Met | Same result / notes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        met = {True: "yes", False: "no", None: "-"}[row.met]
+        cells = (row.benchmark, row.ours, row.reference, f"{row.ratio:.2f}x", row.goal, met, row.notes)
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,105 @@
+"""make bench: our code against straightforward references of the published approach, one table.
+
+    python benchmarks/run_all.py [--quick] [--output benchmarks/RESULTS.md]
+
+Every row runs both sides in this process on the same data (benchmarks/README.md describes each). The table is
+printed and written to --output. --quick runs every row at tiny sizes, to check that the benchmarks work; its
+numbers mean little.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import crop_loading, preprocessing, search_step, training_step, verification  # noqa: E402
+from benchmarks.common import Row, markdown_table  # noqa: E402
+from benchmarks.preprocessing import CorpusSize  # noqa: E402
+from benchmarks.search_step import SearchSize  # noqa: E402
+from benchmarks.training_step import TrainingSize  # noqa: E402
+from utils.files import OutputError, ensure_writable_dir, write_text_atomically  # noqa: E402
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    corpus: CorpusSize
+    small_corpus: CorpusSize  # for the peak-memory comparison
+    preprocessing_repetitions: int
+    search: SearchSize
+    training: tuple[TrainingSize, ...]
+    verification_utterances: int
+    verification_repetitions: int
+    crops_per_length: int
+    crop_repetitions: int
+
+
+FULL = Plan("full run", CorpusSize(16, 4, 4, 5), CorpusSize(4, 2, 4, 5), 5, search_step.PAPER,
+            (training_step.PAPER, training_step.DEMO), 40, 3, 10, 5)
+QUICK = Plan("quick run (tiny sizes: checks that every row works; the numbers mean little)",
+             CorpusSize(2, 2, 2, 3), CorpusSize(2, 2, 2, 2), 1, search_step.QUICK, (training_step.QUICK,), 8, 1, 2, 1)
+
+
+def run(plan: Plan, workdir: Path) -> list[Row]:
+    def timed(name: str, rows):
+        started = time.perf_counter()
+        result = rows()
+        print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+        return result
+
+    throughput, disk, corpus = timed("preprocessing and disk", lambda: preprocessing.preprocessing_rows(
+        workdir, plan.corpus, plan.small_corpus, plan.preprocessing_repetitions))
+    search = timed("search step", lambda: search_step.search_rows(plan.search))
+    training = timed("training step", lambda: [training_step.training_row(size) for size in plan.training])
+    verifying = timed("verification", lambda: verification.verification_row(
+        corpus, workdir, plan.verification_utterances, plan.verification_repetitions))
+    crops = timed("training crops", lambda: crop_loading.crop_rows(workdir, plan.crops_per_length,
+                                                                   plan.crop_repetitions))
+    return throughput + search + training + [verifying] + crops + disk
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return int(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Benchmark the project against references of the published code.")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in well under a minute")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the markdown table is written")
+    parser.add_argument("--threads", type=_positive, default=1,
+                        help="torch intra-op threads (default 1: see benchmarks/README.md, 'Threads')")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    torch.set_num_threads(args.threads)
+    try:
+        ensure_writable_dir(args.output.resolve().parent)
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="autospeech-bench-") as workdir:
+            rows = run(plan, Path(workdir))
+        minutes = (time.perf_counter() - started) / 60.0
+        table = markdown_table(rows, f"Benchmarks: {plan.name}, {date.today().isoformat()}, {minutes:.1f} min")
+        write_text_atomically(args.output, table)
+    except OutputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(table)
+    print(f"written to {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

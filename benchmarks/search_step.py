@@ -1,0 +1,116 @@
+"""Row 2: one search step (architecture step on a `val` batch, then weight step on a `train` batch).
+
+Three networks with the same weights, each stepped by the project's trainer: full mode; full mode with the
+published mixed op swapped in (every operation, `none` included, and an `.item()` on every edge weight); and
+single-path mode. The losses of one fixed Gumbel sample show that they compute the same thing.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from benchmarks.common import Row, experiment_config, interleaved_medians, seconds_text, seeded, trainer_for
+from functions.experiment import adam
+from functions.trainer import ArchitectureStep, Trainer
+from models.search_network import MixedOp, SearchNetwork
+
+
+@dataclass(frozen=True)
+class SearchSize:
+    channels: int
+    layers: int
+    batch: int
+    frames: int
+    classes: int
+    repetitions: int
+
+    @classmethod
+    def from_config(cls, config: str, repetitions: int) -> "SearchSize":
+        cfg = experiment_config(config)
+        return cls(cfg.MODEL.INIT_CHANNELS, cfg.MODEL.LAYERS, cfg.TRAIN.BATCH_SIZE, cfg.DATASET.PARTIAL_N_FRAMES,
+                   cfg.MODEL.NUM_CLASSES, repetitions)
+
+
+PAPER = SearchSize.from_config("exps/search.yaml", repetitions=3)
+QUICK = SearchSize(channels=4, layers=3, batch=2, frames=48, classes=10, repetitions=1)
+
+
+class PublishedMixedOp(MixedOp):
+    """The published edge: every operation runs, `none` included, and each weight is read on the host."""
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        output = 0
+        for index, op in enumerate(self._ops):
+            weight = weights[index].item()
+            if weight != 0 and math.isnan(weight):
+                raise OverflowError(f"weight: {weights}")
+            output += weights[index] * op(x)
+        return output
+
+
+def with_published_edges(network: SearchNetwork) -> SearchNetwork:
+    reference = copy.deepcopy(network)
+    for module in reference.modules():
+        if isinstance(module, MixedOp):
+            module.__class__ = PublishedMixedOp  # same parameters and buffers, the published forward
+    return reference
+
+
+def search_trainer(network: SearchNetwork) -> Trainer:
+    """The optimisers of search.py (exps/search.yaml) around the project's trainer."""
+    cfg = experiment_config("exps/search.yaml")
+    architecture = torch.optim.Adam(network.arch_parameters(), lr=cfg.TRAIN.ARCH_LR,
+                                    betas=(cfg.TRAIN.ARCH_BETA1, cfg.TRAIN.ARCH_BETA2), weight_decay=cfg.TRAIN.ARCH_WD)
+    return trainer_for(cfg, network, adam(cfg, network.weight_parameters()), ArchitectureStep(None, architecture))
+
+
+def search_step(trainer: Trainer, batches: list[torch.Tensor]) -> Callable[[], None]:
+    """The trainer's own two steps (those of its loop), so that the row times the shipped code."""
+    val_inputs, val_targets, train_inputs, train_targets = batches
+
+    def step() -> None:
+        trainer._architecture_step(val_inputs, val_targets)
+        trainer._weight_step(train_inputs, train_targets)
+
+    return step
+
+
+def search_rows(size: SearchSize) -> list[Row]:
+    torch.manual_seed(0)
+    full = SearchNetwork(size.channels, size.classes, size.layers, "s2", single_path=False)
+    published = with_published_edges(full)
+    single = copy.deepcopy(full)
+    single.single_path = True
+    networks = {"published": published, "full": full, "single": single}
+    trainers = {name: search_trainer(network) for name, network in networks.items()}
+
+    inputs = torch.randn(size.batch, size.frames, 257)
+    targets = torch.randint(0, size.classes, (size.batch,))
+    sample = full.sample_cell_weights(torch.Generator().manual_seed(7)).detach()
+    with torch.no_grad():
+        losses = {name: float(trainers[name].criterion(network(inputs, sample), targets))
+                  for name, network in networks.items()}
+
+    batches = [torch.randn(size.batch, size.frames, 257), torch.randint(0, size.classes, (size.batch,)),
+               torch.randn(size.batch, size.frames, 257), torch.randint(0, size.classes, (size.batch,))]
+    seconds = interleaved_medians({name: seeded(search_step(trainer, batches)) for name, trainer in trainers.items()},
+                                  size.repetitions)
+    config = f"C {size.channels}, {size.layers} layers, batch {size.batch}, {size.frames}x257, s2"
+    full_vs_published = seconds["published"] / seconds["full"]
+    single_vs_full = seconds["full"] / seconds["single"]
+    same_published = math.isclose(losses["published"], losses["full"], rel_tol=1e-5)
+    same_single = math.isclose(losses["single"], losses["full"], rel_tol=1e-5)
+    return [
+        Row(f"Search step, full mode vs the published mixed op ({config})",
+            seconds_text(seconds["full"]), seconds_text(seconds["published"]), full_vs_published,
+            ">= 0.95x (no slower, within timing noise)", full_vs_published >= 0.95 and same_published,
+            f"loss of one fixed sample: {losses['full']:.6f} vs {losses['published']:.6f}"),
+        Row(f"Search step, single-path vs full mode ({config})",
+            seconds_text(seconds["single"]), seconds_text(seconds["full"]), single_vs_full,
+            ">= 3x", single_vs_full >= 3.0 and same_single,
+            f"loss of the same sample: {losses['single']:.6f} vs {losses['full']:.6f}"),
+    ]

@@ -1,0 +1,81 @@
+"""Row 3: a training step of the paper's genotype network, through the project's trainer as shipped, against the
+same network and optimiser stepped by the published loop (zero_grad, forward, loss, backward, step) without the
+trainer's optimisations. Both start from the same weights; the first step's loss shows they compute the same
+thing."""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from benchmarks.common import Row, experiment_config, interleaved_medians, seconds_text, seeded, trainer_for
+from functions.experiment import adam
+from models.genotype_network import GenotypeNetwork
+from models.genotypes import AUTOSPEECH
+
+
+@dataclass(frozen=True)
+class TrainingSize:
+    label: str
+    config: str  # the YAML whose network, optimiser and drop-path settings the step uses
+    channels: int
+    layers: int
+    batch: int
+    frames: int
+    classes: int
+    repetitions: int
+
+    @classmethod
+    def from_config(cls, label: str, config: str, classes: int, repetitions: int, batch: int | None = None
+                    ) -> "TrainingSize":
+        cfg = experiment_config(config)
+        return cls(label, config, cfg.MODEL.INIT_CHANNELS, cfg.MODEL.LAYERS, batch or cfg.TRAIN.BATCH_SIZE,
+                   cfg.DATASET.PARTIAL_N_FRAMES, classes, repetitions)
+
+
+# The paper's network with a CPU-sized batch (the config's 96 would take minutes a step).
+PAPER = TrainingSize.from_config("paper size", "exps/scratch/scratch_iden.yaml", 1251, 3, batch=8)
+# The demo corpus has python -m data_objects.synthetic's default 24 + 8 speakers.
+DEMO = TrainingSize.from_config("demo size", "exps/demo/scratch_iden.yaml", 32, 5)
+QUICK = TrainingSize("quick", "exps/demo/scratch_iden.yaml", 8, 3, 4, 64, 10, 1)
+
+
+def published_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
+                   inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    optimizer.zero_grad()
+    loss = criterion(model(inputs), targets)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def training_row(size: TrainingSize) -> Row:
+    cfg = experiment_config(size.config)
+    torch.manual_seed(0)
+    ours = GenotypeNetwork(size.channels, size.classes, size.layers, AUTOSPEECH).train()
+    # Half-way through training: drop-path at half its final probability.
+    ours.drop_path_prob = cfg.MODEL.DROP_PATH_PROB / 2
+    plain = copy.deepcopy(ours)
+    trainer = trainer_for(cfg, ours, adam(cfg, ours.parameters()))
+    plain_optimizer = adam(cfg, plain.parameters())
+
+    inputs = torch.randn(size.batch, size.frames, 257)
+    targets = torch.randint(0, size.classes, (size.batch,))
+    runs = {
+        "plain": seeded(lambda: published_step(plain, plain_optimizer, trainer.criterion, inputs, targets)),
+        "ours": seeded(lambda: trainer._weight_step(inputs, targets)[0]),  # the trainer's own step
+    }
+    first_losses = {name: float(run()) for name, run in runs.items()}
+    seconds = interleaved_medians(runs, size.repetitions, warmup=0)
+    ratio = seconds["plain"] / seconds["ours"]
+    same = math.isclose(first_losses["ours"], first_losses["plain"], rel_tol=1e-5)
+    return Row(
+        f"Training step, AutoSpeech genotype network, {size.label} (C {size.channels}, {size.layers} layers, "
+        f"batch {size.batch}, {size.frames}x257, {size.classes} classes)",
+        seconds_text(seconds["ours"]), seconds_text(seconds["plain"]), ratio,
+        "> 1x, same loss", ratio > 1.0 and same,
+        f"first-step loss {first_losses['ours']:.6f} vs {first_losses['plain']:.6f}; ours: channels-last on the CPU",
+    )

@@ -1,0 +1,64 @@
+"""`make bench`'s script in its quick mode: one table with every row, a numeric ratio in each, and the same
+results on both sides where a row compares results."""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+from tests.conftest import run_script
+
+ROWS = (
+    r"Preprocessing throughput",
+    r"Preprocessing peak memory",
+    r"Search step, full mode vs the published mixed op",
+    r"Search step, single-path vs full mode",
+    r"Training step, AutoSpeech genotype network",
+    r"Verification",
+    r"Training crop, bytes read per sample",
+    r"Training crop, time per sample",
+    r"Disk, feature/ of \d+ utterances, float32",
+    r"Disk, feature/ of \d+ utterances, float16",
+)
+# Rows whose notes give our result and the reference's, which must agree.
+SAME_RESULT = {
+    "Search step, full mode": r"loss of one fixed sample: (\S+) vs (\S+)$",
+    "Search step, single-path": r"loss of the same sample: (\S+) vs (\S+)$",
+    "Training step": r"first-step loss (\S+) vs (\S+);",
+    "Verification": r"EER (\S+) % vs (\S+) %",
+}
+
+
+def _cells(table: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in table.splitlines():
+        if line.startswith("| ") and not line.startswith("| Benchmark"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_quick_run_writes_every_row_with_a_ratio_and_equal_results(tmp_path: Path) -> None:
+    output = tmp_path / "RESULTS.md"
+    process = run_script("benchmarks/run_all.py", "--quick", "--output", str(output), timeout=180)
+    table = output.read_text(encoding="utf-8")
+    assert table.strip() in process.stdout
+    assert sorted(tmp_path.iterdir()) == [output], "a temporary file was left beside the table"
+    assert "CPU rows only" in table and "cores" in table
+
+    rows = _cells(table)
+    assert len(rows) == len(ROWS)
+    for pattern in ROWS:
+        assert sum(bool(re.match(pattern, name)) for name in rows) == 1, f"no single row named '{pattern}...'"
+    for name, cells in rows.items():
+        assert len(cells) == 7, name
+        ratio = re.fullmatch(r"(\d+\.\d\d)x", cells[3])
+        assert ratio and float(ratio.group(1)) > 0, f"{name}: ratio '{cells[3]}'"
+        assert cells[5] in ("yes", "no", "-"), name
+
+    for prefix, pattern in SAME_RESULT.items():
+        (notes,) = [cells[6] for name, cells in rows.items() if name.startswith(prefix)]
+        ours, reference = map(float, re.search(pattern, notes).groups())
+        assert math.isclose(ours, reference, rel_tol=1e-5), f"{prefix}: {notes}"
+    (preprocessing,) = [cells[6] for name, cells in rows.items() if name.startswith("Preprocessing throughput")]
+    assert float(re.search(r"max feature difference (\S+) ", preprocessing).group(1)) <= 1e-4
