@@ -40,6 +40,27 @@ class Row:
     notes: str
 
 
+@dataclass(frozen=True)
+class NetworkSize:
+    """The network and batch a step is timed at; `config` is the YAML whose optimiser settings the step uses."""
+
+    channels: int
+    layers: int
+    batch: int
+    frames: int
+    classes: int
+    repetitions: int
+    label: str = ""
+    config: str = ""
+
+    @classmethod
+    def from_config(cls, config: str, repetitions: int, label: str = "", classes: int | None = None,
+                    batch: int | None = None) -> "NetworkSize":
+        cfg = experiment_config(config)
+        return cls(cfg.MODEL.INIT_CHANNELS, cfg.MODEL.LAYERS, batch or cfg.TRAIN.BATCH_SIZE,
+                   cfg.DATASET.PARTIAL_N_FRAMES, classes or cfg.MODEL.NUM_CLASSES, repetitions, label, config)
+
+
 def interleaved_medians(
     runs: dict[str, Callable[[], object]], repetitions: int, warmup: int = 1
 ) -> dict[str, float]:

@@ -23,10 +23,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import crop_loading, preprocessing, search_step, training_step, verification  # noqa: E402
-from benchmarks.common import Row, markdown_table  # noqa: E402
+from benchmarks.common import NetworkSize, Row, markdown_table  # noqa: E402
 from benchmarks.preprocessing import CorpusSize  # noqa: E402
-from benchmarks.search_step import SearchSize  # noqa: E402
-from benchmarks.training_step import TrainingSize  # noqa: E402
 from utils.files import OutputError, ensure_writable_dir, write_text_atomically  # noqa: E402
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
@@ -38,8 +36,8 @@ class Plan:
     corpus: CorpusSize
     small_corpus: CorpusSize  # for the peak-memory comparison
     preprocessing_repetitions: int
-    search: SearchSize
-    training: tuple[TrainingSize, ...]
+    search: NetworkSize
+    training: tuple[NetworkSize, ...]
     verification_utterances: int
     verification_repetitions: int
     crops_per_length: int

@@ -8,35 +8,20 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from benchmarks.common import Row, experiment_config, interleaved_medians, seconds_text, seeded, trainer_for
+from benchmarks.common import (
+    NetworkSize, Row, experiment_config, interleaved_medians, seconds_text, seeded, trainer_for,
+)
 from functions.experiment import adam
 from functions.trainer import ArchitectureStep, Trainer
 from models.search_network import MixedOp, SearchNetwork
 
 
-@dataclass(frozen=True)
-class SearchSize:
-    channels: int
-    layers: int
-    batch: int
-    frames: int
-    classes: int
-    repetitions: int
-
-    @classmethod
-    def from_config(cls, config: str, repetitions: int) -> "SearchSize":
-        cfg = experiment_config(config)
-        return cls(cfg.MODEL.INIT_CHANNELS, cfg.MODEL.LAYERS, cfg.TRAIN.BATCH_SIZE, cfg.DATASET.PARTIAL_N_FRAMES,
-                   cfg.MODEL.NUM_CLASSES, repetitions)
-
-
-PAPER = SearchSize.from_config("exps/search.yaml", repetitions=3)
-QUICK = SearchSize(channels=4, layers=3, batch=2, frames=48, classes=10, repetitions=1)
+PAPER = NetworkSize.from_config("exps/search.yaml", repetitions=3)
+QUICK = NetworkSize(channels=4, layers=3, batch=2, frames=48, classes=10, repetitions=1)
 
 
 class PublishedMixedOp(MixedOp):
@@ -79,7 +64,7 @@ def search_step(trainer: Trainer, batches: list[torch.Tensor]) -> Callable[[], N
     return step
 
 
-def search_rows(size: SearchSize) -> list[Row]:
+def search_rows(size: NetworkSize) -> list[Row]:
     torch.manual_seed(0)
     full = SearchNetwork(size.channels, size.classes, size.layers, "s2", single_path=False)
     published = with_published_edges(full)

@@ -6,41 +6,23 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from benchmarks.common import Row, experiment_config, interleaved_medians, seconds_text, seeded, trainer_for
+from benchmarks.common import (
+    NetworkSize, Row, experiment_config, interleaved_medians, seconds_text, seeded, trainer_for,
+)
 from functions.experiment import adam
 from models.genotype_network import GenotypeNetwork
 from models.genotypes import AUTOSPEECH
 
 
-@dataclass(frozen=True)
-class TrainingSize:
-    label: str
-    config: str  # the YAML whose network, optimiser and drop-path settings the step uses
-    channels: int
-    layers: int
-    batch: int
-    frames: int
-    classes: int
-    repetitions: int
-
-    @classmethod
-    def from_config(cls, label: str, config: str, classes: int, repetitions: int, batch: int | None = None
-                    ) -> "TrainingSize":
-        cfg = experiment_config(config)
-        return cls(label, config, cfg.MODEL.INIT_CHANNELS, cfg.MODEL.LAYERS, batch or cfg.TRAIN.BATCH_SIZE,
-                   cfg.DATASET.PARTIAL_N_FRAMES, classes, repetitions)
-
-
 # The paper's network with a CPU-sized batch (the config's 96 would take minutes a step).
-PAPER = TrainingSize.from_config("paper size", "exps/scratch/scratch_iden.yaml", 1251, 3, batch=8)
+PAPER = NetworkSize.from_config("exps/scratch/scratch_iden.yaml", 3, "paper size", classes=1251, batch=8)
 # The demo corpus has python -m data_objects.synthetic's default 24 + 8 speakers.
-DEMO = TrainingSize.from_config("demo size", "exps/demo/scratch_iden.yaml", 32, 5)
-QUICK = TrainingSize("quick", "exps/demo/scratch_iden.yaml", 8, 3, 4, 64, 10, 1)
+DEMO = NetworkSize.from_config("exps/demo/scratch_iden.yaml", 5, "demo size", classes=32)
+QUICK = NetworkSize(8, 3, 4, 64, 10, 1, "quick", "exps/demo/scratch_iden.yaml")
 
 
 def published_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module,
@@ -52,7 +34,7 @@ def published_step(model: nn.Module, optimizer: torch.optim.Optimizer, criterion
     return loss.detach()
 
 
-def training_row(size: TrainingSize) -> Row:
+def training_row(size: NetworkSize) -> Row:
     cfg = experiment_config(size.config)
     torch.manual_seed(0)
     ours = GenotypeNetwork(size.channels, size.classes, size.layers, AUTOSPEECH).train()
