@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from data_objects.errors import DataError
 
@@ -62,28 +63,27 @@ def _malformed(path: Path, number: int, expected: str, line: str) -> DataError:
     return DataError(f"{path}:{number}: malformed line, expected '{expected}', got '{shown}'")
 
 
+def _matching_lines(path: Path, pattern: re.Pattern, expected: str) -> Iterator[re.Match]:
+    """The match of every non-empty line of `path`; a line that does not match is named by file and number."""
+    for number, line in _lines(path):
+        match = pattern.fullmatch(line)
+        if match is None:
+            raise _malformed(path, number, expected, line)
+        yield match
+
+
 def read_iden_split(path: str | Path) -> list[tuple[str, str]]:
     """(partition name, '<speaker>/<video>/<NNNNN>.wav') for every line of an iden_split.txt."""
-    path = Path(path)
-    entries = []
-    for number, line in _lines(path):
-        match = _SPLIT_LINE.fullmatch(line)
-        if match is None:
-            raise _malformed(path, number, "<1|2|3> <speaker>/<video>/<utterance>.wav", line)
-        entries.append((PARTITIONS[int(match.group(1))], match.group(2)))
-    return entries
+    expected = "<1|2|3> <speaker>/<video>/<utterance>.wav"
+    return [(PARTITIONS[int(match.group(1))], match.group(2))
+            for match in _matching_lines(Path(path), _SPLIT_LINE, expected)]
 
 
 def read_trials(path: str | Path) -> list[Trial]:
     """Every trial of a veri_test.txt-format list."""
-    path = Path(path)
-    trials = []
-    for number, line in _lines(path):
-        match = _TRIAL_LINE.fullmatch(line)
-        if match is None:
-            raise _malformed(path, number, "<1|0> <speaker>/<video>/<utterance>.wav <speaker>/<video>/<utterance>.wav", line)
-        trials.append(Trial(int(match.group(1)), match.group(2), match.group(3)))
-    return trials
+    expected = "<1|0> <speaker>/<video>/<utterance>.wav <speaker>/<video>/<utterance>.wav"
+    return [Trial(int(match.group(1)), match.group(2), match.group(3))
+            for match in _matching_lines(Path(path), _TRIAL_LINE, expected)]
 
 
 def check_meta(path: str | Path) -> None:
