@@ -1,20 +1,23 @@
 """One process or many: the device, the rank and the collective operations a run needs.
 
 A script launched with `torchrun` finds RANK, WORLD_SIZE and LOCAL_RANK in its environment and joins the
-process group (NCCL on CUDA, gloo on the CPU); launched plainly, it is rank 0 of 1 and every collective is a
-no-op, so the same code serves both.
+process group (NCCL on CUDA, gloo on the CPU), even with one process, so that `--nproc_per_node 1` runs the
+data-parallel code as N would; launched plainly, it is rank 0 of 1 and every collective is a no-op, so the same
+code serves both.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from utils.config import ConfigError
 
+T = TypeVar("T")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -24,6 +27,7 @@ class DistributedContext:
     world_size: int
     local_rank: int
     device: torch.device
+    in_process_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -31,7 +35,7 @@ class DistributedContext:
 
     @property
     def is_distributed(self) -> bool:
-        return self.world_size > 1
+        return self.in_process_group
 
 
 def select_device(requested: str, local_rank: int = 0) -> torch.device:
@@ -50,16 +54,38 @@ def init_distributed(requested_device: str) -> DistributedContext:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = select_device(requested_device, local_rank)
-    if world_size > 1 and not dist.is_initialized():
+    launched = "WORLD_SIZE" in os.environ
+    if launched and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device,
+                              in_process_group=launched)
 
 
 def shutdown_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def run_in_process_group(work: Callable[[], T]) -> T:
+    """Run `work` (which may join the process group) and leave the group cleanly.
+
+    After a success every process waits for the others before the group is torn down: a process that closed
+    its connections while a peer was still finishing made gloo abort the peer. The objects `work` left behind
+    (the DDP wrapper holds the group) are collected first, while the interpreter is whole. After a failure the
+    group is left at once, since the other processes may never reach a barrier.
+    """
+    try:
+        result = work()
+    except BaseException:
+        shutdown_distributed()
+        raise
+    gc.collect()
+    if dist.is_initialized():
+        dist.barrier()
+    shutdown_distributed()
+    return result
 
 
 def barrier(ctx: DistributedContext) -> None:

@@ -7,7 +7,7 @@ import time
 import torch
 
 from functions.data_loading import training_loader
-from functions.distributed import shutdown_distributed
+from functions.distributed import run_in_process_group
 from functions.evaluation import evaluate_identification, evaluate_verification, write_score_file
 from functions.experiment import (
     IDENTIFICATION_SELECTION, VERIFICATION_SELECTION, Experiment, adam, build_network, checkpoint_file,
@@ -55,55 +55,56 @@ def _finish(exp: Experiment, results: dict) -> None:
 
 def run_training(args, task: str, logs_kind: str) -> int:
     """Train a network (genotype network or ResNet) for identification or verification."""
+    return run_in_process_group(lambda: _train(args, task, logs_kind))
+
+
+def _train(args, task: str, logs_kind: str) -> int:
     exp = start_experiment(args, logs_kind, getattr(args, "load_path", None))
     cfg, ctx, logger = exp.cfg, exp.ctx, get_logger()
-    try:
-        checkpoint = _resumed_checkpoint(exp, args)
-        genotype = _genotype_for(cfg, args, checkpoint)
-        train_set = identification_train_set(cfg) if task == "identification" else verification_train_set(cfg)
-        model = build_network(cfg, ctx, class_count(cfg, train_set.num_classes), genotype)
-        notes = [f"{cfg.MODEL.NAME}: {count_parameters(model):,} parameters, {train_set.num_classes} classes, "
-                 f"{len(train_set)} training utterances"]
-        if checkpoint is not None:
-            load_state_dict_strict(model, model_state(checkpoint))
-        optimizer = adam(cfg, model.parameters())
-        scheduler = cosine_schedule(cfg, optimizer)
-        loader = training_loader(train_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED, ctx, cfg.DATASET.NUM_WORKERS,
-                                 cfg.TRAIN.MAX_STEPS_PER_EPOCH)
-        if task == "identification":
-            validate = identification_validator(cfg, ctx, model, "val", "val")
-            selection = IDENTIFICATION_SELECTION
-        else:
-            trials = trial_list(cfg)
-            notes.append(f"{len(trials.labels)} trials over {len(trials.paths)} utterances"
-                         f" ({trials.skipped} skipped: missing features)")
-            validate = verification_validator(cfg, ctx, model, trials)
-            selection = VERIFICATION_SELECTION
-        run = exp.open_run()
-        for note in notes:
-            logger.info(note)
-        end = cfg.TRAIN.END_EPOCH
-        trainer = Trainer(
-            cfg, ctx, run, model, optimizer, scheduler, loader, validate, selection,
-            drop_path_prob=lambda epoch: cfg.MODEL.DROP_PATH_PROB * epoch / end,
-            checkpoint_extras=(lambda: {"genotype": genotype}) if genotype is not None else dict,
-        )
-        if checkpoint is not None:
-            trainer.restore(checkpoint)
-        if ctx.is_main:
-            run.save_run_info(cfg, genotype_text(genotype))
-        started = time.time()
-        history = trainer.fit()
-        results = {"task": task, "model": cfg.MODEL.NAME, "parameters": count_parameters(model),
-                   "epochs": len(history), "train_seconds": time.time() - started}
-        if task == "identification":
-            results.update(_identification_report(exp, model, trainer.selection))
-        else:
-            results.update(_verification_report(history))
-        _finish(exp, results)
-        return 0
-    finally:
-        shutdown_distributed()
+    checkpoint = _resumed_checkpoint(exp, args)
+    genotype = _genotype_for(cfg, args, checkpoint)
+    train_set = identification_train_set(cfg) if task == "identification" else verification_train_set(cfg)
+    model = build_network(cfg, ctx, class_count(cfg, train_set.num_classes), genotype)
+    notes = [f"{cfg.MODEL.NAME}: {count_parameters(model):,} parameters, {train_set.num_classes} classes, "
+             f"{len(train_set)} training utterances"]
+    if checkpoint is not None:
+        load_state_dict_strict(model, model_state(checkpoint))
+    optimizer = adam(cfg, model.parameters())
+    scheduler = cosine_schedule(cfg, optimizer)
+    loader = training_loader(train_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED, ctx, cfg.DATASET.NUM_WORKERS,
+                             cfg.TRAIN.MAX_STEPS_PER_EPOCH)
+    if task == "identification":
+        validate = identification_validator(cfg, ctx, model, "val", "val")
+        selection = IDENTIFICATION_SELECTION
+    else:
+        trials = trial_list(cfg)
+        notes.append(f"{len(trials.labels)} trials over {len(trials.paths)} utterances"
+                     f" ({trials.skipped} skipped: missing features)")
+        validate = verification_validator(cfg, ctx, model, trials)
+        selection = VERIFICATION_SELECTION
+    run = exp.open_run()
+    for note in notes:
+        logger.info(note)
+    end = cfg.TRAIN.END_EPOCH
+    trainer = Trainer(
+        cfg, ctx, run, model, optimizer, scheduler, loader, validate, selection,
+        drop_path_prob=lambda epoch: cfg.MODEL.DROP_PATH_PROB * epoch / end,
+        checkpoint_extras=(lambda: {"genotype": genotype}) if genotype is not None else dict,
+    )
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+    if ctx.is_main:
+        run.save_run_info(cfg, genotype_text(genotype))
+    started = time.time()
+    history = trainer.fit()
+    results = {"task": task, "model": cfg.MODEL.NAME, "parameters": count_parameters(model),
+               "epochs": len(history), "train_seconds": time.time() - started}
+    if task == "identification":
+        results.update(_identification_report(exp, model, trainer.selection))
+    else:
+        results.update(_verification_report(history))
+    _finish(exp, results)
+    return 0
 
 
 def _identification_report(exp: Experiment, model, selection: Selection) -> dict:
@@ -136,115 +137,117 @@ def _verification_report(history: list[dict]) -> dict:
 
 def run_search(args) -> int:
     """Search a cell on the `train` partition, with the architecture stepped on `val` (SPEC §10)."""
+    return run_in_process_group(lambda: _search(args))
+
+
+def _search(args) -> int:
     exp = start_experiment(args, "logs_search", getattr(args, "load_path", None))
     cfg, ctx, logger = exp.cfg, exp.ctx, get_logger()
-    try:
-        checkpoint = _resumed_checkpoint(exp, args)
-        train_set = identification_train_set(cfg, "train")
-        arch_set = identification_train_set(cfg, "val")
-        model = build_network(cfg, ctx, class_count(cfg, train_set.num_classes), None)
-        if checkpoint is not None:
-            load_state_dict_strict(model, model_state(checkpoint))
-        optimizer = adam(cfg, model.weight_parameters())
-        arch_optimizer = torch.optim.Adam(
-            model.arch_parameters(), lr=cfg.TRAIN.ARCH_LR, betas=(cfg.TRAIN.ARCH_BETA1, cfg.TRAIN.ARCH_BETA2),
-            weight_decay=cfg.TRAIN.ARCH_WD,
-        )
-        scheduler = cosine_schedule(cfg, optimizer)
-        loader = training_loader(train_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED, ctx, cfg.DATASET.NUM_WORKERS,
-                                 cfg.TRAIN.MAX_STEPS_PER_EPOCH)
-        arch_loader = training_loader(arch_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED + 1, ctx, cfg.DATASET.NUM_WORKERS)
-        validate = identification_validator(cfg, ctx, model, "test", "test")
-        run = exp.open_run()
-        logger.info(f"search space {cfg.MODEL.SEARCH_SPACE}, single path {cfg.MODEL.SINGLE_PATH}: "
-                    f"{count_parameters(model):,} parameters, {train_set.num_classes} classes")
-        end = cfg.TRAIN.END_EPOCH
+    checkpoint = _resumed_checkpoint(exp, args)
+    train_set = identification_train_set(cfg, "train")
+    arch_set = identification_train_set(cfg, "val")
+    model = build_network(cfg, ctx, class_count(cfg, train_set.num_classes), None)
+    if checkpoint is not None:
+        load_state_dict_strict(model, model_state(checkpoint))
+    optimizer = adam(cfg, model.weight_parameters())
+    arch_optimizer = torch.optim.Adam(
+        model.arch_parameters(), lr=cfg.TRAIN.ARCH_LR, betas=(cfg.TRAIN.ARCH_BETA1, cfg.TRAIN.ARCH_BETA2),
+        weight_decay=cfg.TRAIN.ARCH_WD,
+    )
+    scheduler = cosine_schedule(cfg, optimizer)
+    loader = training_loader(train_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED, ctx, cfg.DATASET.NUM_WORKERS,
+                             cfg.TRAIN.MAX_STEPS_PER_EPOCH)
+    arch_loader = training_loader(arch_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED + 1, ctx, cfg.DATASET.NUM_WORKERS)
+    validate = identification_validator(cfg, ctx, model, "test", "test")
+    run = exp.open_run()
+    logger.info(f"search space {cfg.MODEL.SEARCH_SPACE}, single path {cfg.MODEL.SINGLE_PATH}: "
+                f"{count_parameters(model):,} parameters, {train_set.num_classes} classes")
+    end = cfg.TRAIN.END_EPOCH
 
-        def record_architecture(epoch: int, metrics: dict) -> None:
-            genotype = model.genotype()
-            weights = dict(zip(("normal", "reduce"), (w.cpu() for w in model.arch_weights())))
-            for cell, w in weights.items():
-                metrics[f"alpha_entropy_{cell}"] = entropy_of_rows(w)
-            if not ctx.is_main:
-                return
-            text = genotype_text(genotype)
-            logger.info(f"epoch {epoch} genotype: {text}")
-            run.save_run_info(cfg, text)
-            (run.log_dir / "genotypes.txt").open("a", encoding="utf-8").write(f"{epoch}\t{text}\n")
-            plot_genotype(genotype, run.log_dir / "cell")
-            plot_architecture_weights(
-                {cell: w.numpy() for cell, w in weights.items()},
-                {"normal": model.space.edge_ops(False), "reduce": model.space.edge_ops(True)},
-                run.log_dir / "architecture_weights.png", f"softmax(alpha), epoch {epoch}",
-            )
-
-        trainer = Trainer(
-            cfg, ctx, run, model, optimizer, scheduler, loader, validate,
-            Selection(metric="test_top1", higher_is_better=True, checkpoint_key="best_acc1"),
-            drop_path_prob=lambda epoch: cfg.TRAIN.DROPPATH_PROB * epoch / max(1, end - 1),
-            architecture=ArchitectureStep(arch_loader, arch_optimizer),
-            checkpoint_extras=lambda: {"genotype": model.genotype()},
-            on_epoch_end=record_architecture,
-            find_unused_parameters=cfg.MODEL.SINGLE_PATH,
-        )
-        if checkpoint is not None:
-            trainer.restore(checkpoint)
-        started = time.time()
-        history = trainer.fit()
+    def record_architecture(epoch: int, metrics: dict) -> None:
         genotype = model.genotype()
-        _finish(exp, {"task": "search", "genotype": genotype_text(genotype), "epochs": len(history),
-                               "search_seconds": time.time() - started, "last": history[-1] if history else {}})
-        if ctx.is_main:
-            print(genotype_text(genotype))
-        return 0
-    finally:
-        shutdown_distributed()
+        weights = dict(zip(("normal", "reduce"), (w.cpu() for w in model.arch_weights())))
+        for cell, w in weights.items():
+            metrics[f"alpha_entropy_{cell}"] = entropy_of_rows(w)
+        if not ctx.is_main:
+            return
+        text = genotype_text(genotype)
+        logger.info(f"epoch {epoch} genotype: {text}")
+        run.save_run_info(cfg, text)
+        (run.log_dir / "genotypes.txt").open("a", encoding="utf-8").write(f"{epoch}\t{text}\n")
+        plot_genotype(genotype, run.log_dir / "cell")
+        plot_architecture_weights(
+            {cell: w.numpy() for cell, w in weights.items()},
+            {"normal": model.space.edge_ops(False), "reduce": model.space.edge_ops(True)},
+            run.log_dir / "architecture_weights.png", f"softmax(alpha), epoch {epoch}",
+        )
+
+    trainer = Trainer(
+        cfg, ctx, run, model, optimizer, scheduler, loader, validate,
+        Selection(metric="test_top1", higher_is_better=True, checkpoint_key="best_acc1"),
+        drop_path_prob=lambda epoch: cfg.TRAIN.DROPPATH_PROB * epoch / max(1, end - 1),
+        architecture=ArchitectureStep(arch_loader, arch_optimizer),
+        checkpoint_extras=lambda: {"genotype": model.genotype()},
+        on_epoch_end=record_architecture,
+        find_unused_parameters=cfg.MODEL.SINGLE_PATH,
+    )
+    if checkpoint is not None:
+        trainer.restore(checkpoint)
+    started = time.time()
+    history = trainer.fit()
+    genotype = model.genotype()
+    _finish(exp, {"task": "search", "genotype": genotype_text(genotype), "epochs": len(history),
+                           "search_seconds": time.time() - started, "last": history[-1] if history else {}})
+    if ctx.is_main:
+        print(genotype_text(genotype))
+    return 0
 
 
 def run_evaluation(args, task: str) -> int:
     """Evaluate a checkpoint: Top-1/Top-5 on the test partition, or EER/minDCF on a trial list."""
+    return run_in_process_group(lambda: _evaluate(args, task))
+
+
+def _evaluate(args, task: str) -> int:
     exp = start_experiment(args, "logs_eval", log_name="evaluate.log")
     cfg, ctx, logger = exp.cfg, exp.ctx, get_logger()
-    try:
-        path = checkpoint_file(args.load_path)
-        checkpoint = load_checkpoint(path, map_location="cpu")
-        genotype = _genotype_for(cfg, args, checkpoint)
-        state = model_state(checkpoint)
-        if task == "identification":
-            dataset = identification_test_set(cfg, "test")
-            num_classes = class_count(cfg, dataset.num_classes)
-        else:
-            trials = trial_list(cfg, getattr(args, "trials", None))
-            rows = state.get("classifier.weight")
-            num_classes = cfg.MODEL.NUM_CLASSES or (rows.shape[0] if rows is not None else 0)
-        model = build_network(cfg, ctx, num_classes, genotype)
-        load_state_dict_strict(model, state)
-        run = exp.open_run()
-        logger.info(f"evaluating {path}")
-        if task == "identification":
-            metrics = evaluate_identification(model, dataset, ctx, cfg.DATASET.NUM_WORKERS)
-            lines = [f"Top-1 {metrics['top1']:.2f} %", f"Top-5 {metrics['top5']:.2f} %",
-                     f"window-weighted Top-1 (the published meter) {metrics['top1_window_weighted']:.2f} %",
-                     f"{metrics['utterances']} test utterances"]
-        else:
-            result = evaluate_verification(model, trials.utterance_dataset(cfg.DATASET.PARTIAL_N_FRAMES),
-                                           trials.labels, trials.first, trials.second, ctx, cfg.DATASET.NUM_WORKERS)
-            metrics = result.summary()
-            metrics["skipped_trials"] = trials.skipped
-            lines = [f"EER {metrics['eer']:.2f} %", f"minDCF(p=0.01) {metrics['min_dcf_0.01']:.4f}",
-                     f"minDCF(p=0.05) {metrics['min_dcf_0.05']:.4f}",
-                     f"{metrics['trials']} trials ({trials.skipped} skipped: missing features)"]
-            if ctx.is_main:
-                write_score_file(run.root / "scores.txt", result, trials.first_paths, trials.second_paths)
-                plot_det_curve(result.scores, result.labels, result.eer, run.root / "det_curve.png")
-                plot_score_histograms(result.scores, result.labels, run.root / "score_histograms.png")
+    path = checkpoint_file(args.load_path)
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    genotype = _genotype_for(cfg, args, checkpoint)
+    state = model_state(checkpoint)
+    if task == "identification":
+        dataset = identification_test_set(cfg, "test")
+        num_classes = class_count(cfg, dataset.num_classes)
+    else:
+        trials = trial_list(cfg, getattr(args, "trials", None))
+        rows = state.get("classifier.weight")
+        num_classes = cfg.MODEL.NUM_CLASSES or (rows.shape[0] if rows is not None else 0)
+    model = build_network(cfg, ctx, num_classes, genotype)
+    load_state_dict_strict(model, state)
+    run = exp.open_run()
+    logger.info(f"evaluating {path}")
+    if task == "identification":
+        metrics = evaluate_identification(model, dataset, ctx, cfg.DATASET.NUM_WORKERS)
+        lines = [f"Top-1 {metrics['top1']:.2f} %", f"Top-5 {metrics['top5']:.2f} %",
+                 f"window-weighted Top-1 (the published meter) {metrics['top1_window_weighted']:.2f} %",
+                 f"{metrics['utterances']} test utterances"]
+    else:
+        result = evaluate_verification(model, trials.utterance_dataset(cfg.DATASET.PARTIAL_N_FRAMES),
+                                       trials.labels, trials.first, trials.second, ctx, cfg.DATASET.NUM_WORKERS)
+        metrics = result.summary()
+        metrics["skipped_trials"] = trials.skipped
+        lines = [f"EER {metrics['eer']:.2f} %", f"minDCF(p=0.01) {metrics['min_dcf_0.01']:.4f}",
+                 f"minDCF(p=0.05) {metrics['min_dcf_0.05']:.4f}",
+                 f"{metrics['trials']} trials ({trials.skipped} skipped: missing features)"]
         if ctx.is_main:
-            metrics.update({"checkpoint": str(path), "parameters": count_parameters(model), "task": task})
-            write_results(run.root / "results.json", metrics)
-            for line in lines:
-                logger.info(line)
-            logger.info(f"results in {run.root}")
-        return 0
-    finally:
-        shutdown_distributed()
+            write_score_file(run.root / "scores.txt", result, trials.first_paths, trials.second_paths)
+            plot_det_curve(result.scores, result.labels, result.eer, run.root / "det_curve.png")
+            plot_score_histograms(result.scores, result.labels, run.root / "score_histograms.png")
+    if ctx.is_main:
+        metrics.update({"checkpoint": str(path), "parameters": count_parameters(model), "task": task})
+        write_results(run.root / "results.json", metrics)
+        for line in lines:
+            logger.info(line)
+        logger.info(f"results in {run.root}")
+    return 0
 
