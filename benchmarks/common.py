@@ -24,7 +24,10 @@ from utils.config import get_default_config, update_config
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
-CPU = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+def single_process(device: str = "cpu") -> DistributedContext:
+    return DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device(device))
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,14 @@ def interleaved_medians(
 ) -> dict[str, float]:
     """Median wall seconds of each callable. They run in turn, round after round, so that load from other
     processes on a shared machine falls on every side alike; warm-up rounds (file caches, oneDNN's kernel
-    creation) are not timed."""
+    creation, cuDNN's algorithm search) are not timed. CUDA work is waited for before the clock stops."""
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for round_index in range(warmup + repetitions):
         for name, run in runs.items():
             start = time.perf_counter()
             run()
+            if torch.cuda.is_initialized():
+                torch.cuda.synchronize()
             elapsed = time.perf_counter() - start
             if round_index >= warmup:
                 seconds[name].append(elapsed)
@@ -90,17 +95,19 @@ def seeded(step: Callable[[], T]) -> Callable[[], T]:
     return run
 
 
-def experiment_config(relative_path: str) -> CfgNode:
-    """One of the project's YAML configs over the defaults, as the entry scripts read it."""
-    return update_config(get_default_config(), argparse.Namespace(cfg=str(REPO / relative_path), opts=[]))
+def experiment_config(relative_path: str, amp: bool = False) -> CfgNode:
+    """One of the project's YAML configs over the defaults, as the entry scripts read it (with TRAIN.AMP on if
+    `amp`)."""
+    overrides = ["TRAIN.AMP", "True"] if amp else []
+    return update_config(get_default_config(), argparse.Namespace(cfg=str(REPO / relative_path), opts=overrides))
 
 
 def trainer_for(cfg: CfgNode, model: nn.Module, optimizer: torch.optim.Optimizer,
-                architecture: ArchitectureStep | None = None) -> Trainer:
-    """The project's training loop around `model`, for timing its steps (no data loader, run folder or schedule:
-    the steps do not use them)."""
-    return Trainer(cfg, CPU, None, model, optimizer, None, None, lambda epoch: {}, IDENTIFICATION_SELECTION,
-                   drop_path_prob=lambda epoch: 0.0, architecture=architecture)
+                architecture: ArchitectureStep | None = None, device: str = "cpu") -> Trainer:
+    """The project's training loop around `model` (already on `device`), for timing its steps (no data loader, run
+    folder or schedule: the steps do not use them)."""
+    return Trainer(cfg, single_process(device), None, model, optimizer, None, None, lambda epoch: {},
+                   IDENTIFICATION_SELECTION, drop_path_prob=lambda epoch: 0.0, architecture=architecture)
 
 
 @contextlib.contextmanager
@@ -121,10 +128,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def machine_line() -> str:
+def machine_line(device: str = "cpu") -> str:
+    versions = f"torch {torch.__version__.split('+')[0]}, Python {platform.python_version()}"
+    if device == "cuda":
+        return (f"GPU rows: {torch.cuda.get_device_name()}, CUDA {torch.version.cuda}, cuDNN "
+                f"{torch.backends.cudnn.version()}, {versions}; host {cpu_model()}, {os.cpu_count()} cores")
     gpu = "a CUDA GPU is present but unused" if torch.cuda.is_available() else "no GPU on this machine"
     return (f"CPU rows only ({gpu}): {cpu_model()}, {os.cpu_count()} cores, torch intra-op threads: "
-            f"{torch.get_num_threads()}, torch {torch.__version__.split('+')[0]}, Python {platform.python_version()}")
+            f"{torch.get_num_threads()}, {versions}")
 
 
 def seconds_text(value: float) -> str:
@@ -140,11 +151,11 @@ def bytes_text(value: float) -> str:
     return f"{value:.0f} B"
 
 
-def markdown_table(rows: list[Row], title: str) -> str:
+def markdown_table(rows: list[Row], title: str, device: str = "cpu") -> str:
     lines = [
         f"# {title}",
         "",
-        machine_line(),
+        machine_line(device),
         "",
         "Ratio = the reference's cost / ours (above 1: ours is better). Times are medians of interleaved repetitions.",
         "Methods and references: benchmarks/README.md.",

@@ -10,7 +10,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import librosa
 import numpy as np
 import soundfile
 
@@ -63,6 +62,8 @@ def published_preprocess(corpus: Path, out_root: Path) -> None:
     """The published pipeline, one process: per audio file, the project's loading and volume normalisation,
     librosa's centred STFT with reflection padding (librosa 0.7's default), np.save and a _sources.txt line;
     then mean.npy and std.npy from every feature loaded again (its compute_mean_std.py)."""
+    import librosa  # only this reference uses it; the GPU rows run where librosa may be missing
+
     for subset in voxceleb.SUBSETS:
         for speaker_dir in sorted((corpus / subset / "wav").iterdir()):
             target = out_root / voxceleb.FEATURE_DIR / subset / speaker_dir.name

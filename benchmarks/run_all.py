@@ -1,14 +1,16 @@
 """make bench: our code against straightforward references of the published approach, one table.
 
-    python benchmarks/run_all.py [--quick] [--output benchmarks/RESULTS.md]
+    python benchmarks/run_all.py [--quick] [--device cpu|cuda] [--output benchmarks/RESULTS.md]
 
 Every row runs both sides in this process on the same data (benchmarks/README.md describes each). The table is
 printed and written to --output. --quick runs every row at tiny sizes, to check that the benchmarks work; its
-numbers mean little.
+numbers mean little. --device cuda runs the rows that a GPU changes (search step, training step with AMP) on the
+GPU and writes benchmarks/RESULTS_GPU.md.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -27,7 +29,8 @@ from benchmarks.common import NetworkSize, Row, markdown_table  # noqa: E402
 from benchmarks.preprocessing import CorpusSize  # noqa: E402
 from utils.files import OutputError, ensure_writable_dir, write_text_atomically  # noqa: E402
 
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
+DEFAULT_OUTPUT = {"cpu": Path(__file__).resolve().parent / "RESULTS.md",
+                  "cuda": Path(__file__).resolve().parent / "RESULTS_GPU.md"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,19 @@ FULL = Plan("full run", CorpusSize(16, 4, 4, 5), CorpusSize(4, 2, 4, 5), 5, sear
             (training_step.PAPER, training_step.DEMO), 40, 3, 10, 5)
 QUICK = Plan("quick run (tiny sizes: checks that every row works; the numbers mean little)",
              CorpusSize(2, 2, 2, 3), CorpusSize(2, 2, 2, 2), 1, search_step.QUICK, (training_step.QUICK,), 8, 1, 2, 1)
+# On a GPU a step takes milliseconds: more repetitions, and the paper's own training batch.
+GPU_SEARCH = dataclasses.replace(search_step.PAPER, repetitions=20)
+GPU_TRAINING = (
+    NetworkSize.from_config("exps/scratch/scratch_iden.yaml", 10, "paper size", classes=1251),
+    dataclasses.replace(training_step.DEMO, repetitions=20),
+)
+
+
+def run_gpu(plan: Plan) -> list[Row]:
+    torch.backends.cudnn.benchmark = True  # as the configs set it
+    search = search_step.QUICK if plan is QUICK else GPU_SEARCH
+    training = (training_step.QUICK,) if plan is QUICK else GPU_TRAINING
+    return search_step.search_rows(search, "cuda") + [training_step.training_row(size, "cuda") for size in training]
 
 
 def run(plan: Plan, workdir: Path) -> list[Row]:
@@ -77,25 +93,36 @@ def _positive(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark the project against references of the published code.")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in well under a minute")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the markdown table is written")
+    parser.add_argument("--device", choices=sorted(DEFAULT_OUTPUT), default="cpu",
+                        help="cuda: the GPU rows (search and training steps) on the first GPU")
+    parser.add_argument("--output", type=Path,
+                        help="where the markdown table is written (default benchmarks/RESULTS.md, or RESULTS_GPU.md)")
     parser.add_argument("--threads", type=_positive, default=1,
                         help="torch intra-op threads (default 1: see benchmarks/README.md, 'Threads')")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    output = args.output or DEFAULT_OUTPUT[args.device]
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but no CUDA device is available", file=sys.stderr)
+        return 1
     torch.set_num_threads(args.threads)
     try:
-        ensure_writable_dir(args.output.resolve().parent)
+        ensure_writable_dir(output.resolve().parent)
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="autospeech-bench-") as workdir:
-            rows = run(plan, Path(workdir))
+        if args.device == "cuda":
+            rows = run_gpu(plan)
+        else:
+            with tempfile.TemporaryDirectory(prefix="autospeech-bench-") as workdir:
+                rows = run(plan, Path(workdir))
         minutes = (time.perf_counter() - started) / 60.0
-        table = markdown_table(rows, f"Benchmarks: {plan.name}, {date.today().isoformat()}, {minutes:.1f} min")
-        write_text_atomically(args.output, table)
+        title = f"Benchmarks: {plan.name}, {date.today().isoformat()}, {minutes:.1f} min"
+        table = markdown_table(rows, title, args.device)
+        write_text_atomically(output, table)
     except OutputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(table)
-    print(f"written to {args.output}", file=sys.stderr)
+    print(f"written to {output}", file=sys.stderr)
     return 0
 
 

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import CPU, Row, interleaved_medians, quiet, seconds_text
+from benchmarks.common import Row, interleaved_medians, quiet, seconds_text, single_process
 from data_objects import voxceleb
 from data_objects.datasets import TrialList, UtteranceWindowsDataset
 from functions.evaluation import evaluate_verification
 from functions.metrics import equal_error_rate
-from functions.trainer import channels_last_on_cpu
+from functions.trainer import use_faster_memory_format
 from models.genotype_network import GenotypeNetwork
 from models.genotypes import AUTOSPEECH
 
@@ -60,15 +60,16 @@ def verification_row(corpus: Path, workdir: Path, utterances: int, repetitions: 
     windows = trials.utterance_dataset()
     torch.manual_seed(0)
     model = GenotypeNetwork(8, 10, 3, AUTOSPEECH)
+    cpu = single_process()
     # Our evaluation leaves the model channels-last on the CPU; both sides use that layout, so that the row
     # measures embedding each utterance once, and row 3 the layout.
-    channels_last_on_cpu(model, CPU.device)
+    use_faster_memory_format(model, cpu.device)
 
     results = {}
 
     def ours() -> None:
         with quiet():
-            results["ours"] = evaluate_verification(model, windows, trials.labels, trials.first, trials.second, CPU)
+            results["ours"] = evaluate_verification(model, windows, trials.labels, trials.first, trials.second, cpu)
 
     def published() -> None:
         results["published"] = published_scores(model, trials, windows)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from functions.distributed import DistributedContext, all_gather_objects
 from functions.metrics import equal_error_rate, minimum_detection_cost, topk_correct
-from functions.trainer import channels_last_on_cpu
+from functions.trainer import use_faster_memory_format
 from utils.files import write_text_atomically
 
 UTTERANCES_PER_BATCH = 16
@@ -49,7 +49,7 @@ def embed_utterances(
     """
     was_training = model.training
     model.eval()
-    channels_last_on_cpu(model, ctx.device)
+    use_faster_memory_format(model, ctx.device)
     loader = DataLoader(
         dataset,
         batch_sampler=utterance_chunks(len(dataset), ctx),

@@ -6,6 +6,9 @@ import math
 import re
 from pathlib import Path
 
+import pytest
+import torch
+
 from tests.conftest import run_script
 
 ROWS = (
@@ -62,3 +65,12 @@ def test_quick_run_writes_every_row_with_a_ratio_and_equal_results(tmp_path: Pat
         assert math.isclose(ours, reference, rel_tol=1e-5), f"{prefix}: {notes}"
     (preprocessing,) = [cells[6] for name, cells in rows.items() if name.startswith("Preprocessing throughput")]
     assert float(re.search(r"max feature difference (\S+) ", preprocessing).group(1)) <= 1e-4
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: tests/test_cuda.py runs the GPU rows")
+def test_gpu_rows_without_a_gpu_are_refused_in_one_line(tmp_path: Path) -> None:
+    output = tmp_path / "RESULTS_GPU.md"
+    process = run_script("benchmarks/run_all.py", "--quick", "--device", "cuda", "--output", str(output), check=False)
+    assert process.returncode != 0
+    assert process.stderr.strip() == "error: --device cuda but no CUDA device is available"
+    assert not output.exists()
