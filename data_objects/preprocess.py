@@ -28,6 +28,7 @@ from data_objects.audio import (
     HOP_LENGTH, N_BINS, PAD_MODE, PAD_MODES, SAMPLE_RATE, check_length, prepare_waveform, spectrograms,
 )
 from data_objects.errors import AudioError, DataError
+from utils.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_raises
 from utils.files import remove_stale_temporaries
 
 MIN_FRAMES = 300
@@ -501,13 +502,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        return preprocess(args)
+        with sigterm_raises():
+            return preprocess(args)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
         print(f"error: {error.filename}: {error.strerror}" if error.filename else f"error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted; complete features are kept, rerun with --skip_existing to resume", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as stop:
+        how = "interrupted" if isinstance(stop, KeyboardInterrupt) else "terminated (SIGTERM)"
+        print(f"{how}; complete features are kept, rerun with --skip_existing to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(stop, KeyboardInterrupt) else EXIT_TERMINATED

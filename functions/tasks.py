@@ -189,7 +189,9 @@ def _search(args) -> int:
         architecture=ArchitectureStep(arch_loader, arch_optimizer),
         checkpoint_extras=lambda: {"genotype": model.genotype()},
         on_epoch_end=record_architecture,
-        find_unused_parameters=cfg.MODEL.SINGLE_PATH,
+        # DDP must look for parameters a step leaves out: single-path mode skips operations, and a network of
+        # fewer than 3 cells has no normal cell, so alphas_normal never takes part.
+        find_unused_parameters=cfg.MODEL.SINGLE_PATH or all(cell.reduction for cell in model.cells),
     )
     if checkpoint is not None:
         trainer.restore(checkpoint)

@@ -69,6 +69,14 @@ def test_distributed_evaluation_equals_single_process(script, cfg, key, fixtures
         assert results[0]["min_dcf_0.01"] == results[1]["min_dcf_0.01"]
 
 
+@pytest.mark.parametrize("layers", ["2", "3"])
+def test_search_runs_on_two_processes_with_or_without_a_normal_cell(layers, tiny_corpus, tmp_path):
+    process = run_script(*TORCHRUN, "search.py", "--cfg", "exps/demo/search.yaml",
+                         *small(tiny_corpus, tmp_path, *TINY_CELL, "MODEL.LAYERS", layers))
+    results = json.loads((only_run(tmp_path / "logs_search") / "results.json").read_text())
+    assert results["genotype"].startswith("Genotype(") and process.stdout.count(results["genotype"]) == 1
+
+
 def _train_tiny_net(rank: int, world_size: int, port: int, root: str, batch: int) -> None:
     import os
 

@@ -192,6 +192,28 @@ def fail(script: str, *argv: str, capsys, monkeypatch) -> str:
     return line
 
 
+def test_sigterm_outside_training_exits_with_one_line_and_restores_the_handler(capsys):
+    """Training saves its state on SIGTERM itself; anywhere else, `finally` blocks run and one line says why."""
+    cleaned_up = []
+
+    def main() -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # the handler raises long before this ends
+            return 0
+        finally:
+            cleaned_up.append(True)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(main, KNOWN_ERRORS)
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip() == "error: terminated (SIGTERM)"
+    assert cleaned_up == [True]
+    assert signal.getsignal(signal.SIGTERM) is previous
+
+
 def files_under(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.is_file()) if folder.exists() else []
 

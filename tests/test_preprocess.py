@@ -211,6 +211,31 @@ def test_a_killed_run_leaves_complete_files_and_resumes_to_the_same_result(wav_c
     assert_same_output(data, reference)
 
 
+def test_sigterm_stops_the_workers_with_one_line_and_the_run_resumes(wav_corpus, reference, tmp_path):
+    data = copy_corpus(wav_corpus, tmp_path)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    process = subprocess.Popen([PYTHON, "-c", SLOW_WRITES, str(markers), str(data), "--workers", "2"], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while process.poll() is None and time.monotonic() < deadline and not (markers / "3").exists():
+            time.sleep(0.005)
+        os.kill(process.pid, signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 128 + signal.SIGTERM
+    lines = [line for line in stderr.splitlines() if line.strip() and "features:" not in line]
+    assert lines == ["terminated (SIGTERM); complete features are kept, rerun with --skip_existing to resume"]
+    assert not (data / voxceleb.MEAN_FILE).exists()
+
+    assert preprocess(data, "--workers", "1", "--skip_existing") == 0
+    assert not any((data / voxceleb.FEATURE_DIR).rglob(".*.tmp"))
+    assert_same_output(data, reference)
+
+
 def test_shards_then_finalize_equal_one_run(wav_corpus, reference, tmp_path, capsys):
     data = copy_corpus(wav_corpus, tmp_path)
     assert preprocess(data, "--workers", "1", "--shard", "2/2") == 0

@@ -2,14 +2,43 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from tqdm import tqdm
 
 EXIT_BAD_INPUT = 2
-# What a shell reports for a process stopped by Ctrl-C (128 + SIGINT).
+# What a shell reports for a process stopped by Ctrl-C (128 + SIGINT) or by SIGTERM (128 + SIGTERM).
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(Exception):
+    """SIGTERM arrived outside the training loop (which saves its state before it stops)."""
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Within the block, SIGTERM raises `Terminated` in this process, so that `finally` blocks and temporary-file
+    clean-ups run and the process says why it stopped. Processes forked from it (data loader and pool workers)
+    still die at once, as by default. The previous handler is restored on leaving."""
+    owner = os.getpid()
+
+    def handle(signum: int, _frame) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser(
@@ -38,10 +67,11 @@ def _close_progress_bars() -> None:
 
 
 def run_main(main: Callable[[], int | None], known_errors: tuple[type[BaseException], ...]) -> None:
-    """Run `main`; an error of a known kind, or Ctrl-C outside training (which saves its own state), is printed
-    as one line and the process exits non-zero."""
+    """Run `main`; an error of a known kind, or Ctrl-C or SIGTERM outside training (which saves its own state),
+    is printed as one line and the process exits non-zero."""
     try:
-        code = main()
+        with sigterm_raises():
+            code = main()
     except known_errors as error:
         _close_progress_bars()
         print(f"error: {error}", file=sys.stderr)
@@ -50,4 +80,8 @@ def run_main(main: Callable[[], int | None], known_errors: tuple[type[BaseExcept
         _close_progress_bars()
         print("error: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    except Terminated:
+        _close_progress_bars()
+        print("error: terminated (SIGTERM)", file=sys.stderr)
+        sys.exit(EXIT_TERMINATED)
     sys.exit(code or 0)
