@@ -20,21 +20,26 @@ class Terminated(Exception):
     """SIGTERM arrived outside the training loop (which saves its state before it stops)."""
 
 
+def _raise_terminated(_signum: int, _frame) -> None:
+    raise Terminated()
+
+
+def _default_sigterm_in_child() -> None:
+    # A forked worker (data loader, preprocessing pool) that kept the raising handler would not die when its
+    # parent terminates it; a pool's workers then hung in its shutdown.
+    if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_sigterm_in_child)
+
+
 @contextmanager
 def sigterm_raises() -> Iterator[None]:
     """Within the block, SIGTERM raises `Terminated` in this process, so that `finally` blocks and temporary-file
-    clean-ups run and the process says why it stopped. Processes forked from it (data loader and pool workers)
-    still die at once, as by default. The previous handler is restored on leaving."""
-    owner = os.getpid()
-
-    def handle(signum: int, _frame) -> None:
-        if os.getpid() != owner:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handle)
+    clean-ups run and the process says why it stopped. Processes forked from it still die at once, as by default.
+    The previous handler is restored on leaving."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     finally:
