@@ -255,8 +255,9 @@ def _close_logger(logger: logging.Logger) -> None:
 class SpeakerAccumulator:
     """Collects a speaker's outcomes chunk by chunk; when the speaker is complete, folds them in file order."""
 
-    def __init__(self, data_dir: Path, keys: Iterable[SpeakerKey], tasks: Sequence[tuple[Settings, list[Utterance]]]):
-        self.data_dir = data_dir
+    def __init__(self, data_dir: Path, keys: Iterable[SpeakerKey], tasks: Sequence[tuple[Settings, list[Utterance]]],
+                 merged: MergedBuilder | None = None):
+        self.data_dir, self.merged = data_dir, merged
         self.remaining = Counter((chunk[0].subset, chunk[0].speaker) for _, chunk in tasks)
         self.outcomes: dict[SpeakerKey, list[Outcome]] = {key: [] for key in keys}
         self.sums: dict[SpeakerKey, np.ndarray] = {}
@@ -281,6 +282,8 @@ class SpeakerAccumulator:
         folder = speaker_folder(self.data_dir, *key)
         folder.mkdir(parents=True, exist_ok=True)
         write_data_lines(folder / voxceleb.SOURCES_FILE, (f"{o.npy_name},{o.relative_wav}" for o in kept))
+        if self.merged is not None:
+            self.merged.add_speaker(*key, ((o.npy_name, o.relative_wav) for o in kept))
 
 
 def run_chunks(
@@ -328,63 +331,73 @@ def mean_and_std(sums: dict[SpeakerKey, np.ndarray], frames: dict[SpeakerKey, in
     return mean.astype(np.float32), np.sqrt(variance).astype(np.float32)
 
 
-def build_merged(data_dir: Path, keys: Sequence[SpeakerKey], logger: logging.Logger) -> dict[str, int]:
+class MergedBuilder:
     """feature/merged: per speaker, relative links to its dev/test features, _sources.txt and the partitions.
 
-    Built in a temporary folder that replaces the old one in two renames, so readers never see half of it.
-    Returns the number of utterances per partition.
+    Speakers are linked as they complete, while the workers compute the others (the main process only waits on
+    them, and 153,516 links made at the end would add minutes to a VoxCeleb1 run). The folder is built under a
+    temporary name and replaces the old one in two renames, so readers never see half of it.
     """
-    feature_root = data_dir / voxceleb.FEATURE_DIR
-    for leftover in feature_root.glob(f".{voxceleb.MERGED}.*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    building = feature_root / f".{voxceleb.MERGED}.{os.getpid()}.tmp"
-    building.mkdir()
-    sources: dict[str, dict[str, str]] = {}
-    for subset, speaker in sorted(keys):
-        speaker_dir = building / speaker
+
+    def __init__(self, data_dir: Path, logger: logging.Logger) -> None:
+        self.data_dir, self.logger = data_dir, logger
+        self.feature_root = data_dir / voxceleb.FEATURE_DIR
+        for leftover in self.feature_root.glob(f".{voxceleb.MERGED}.*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        self.building = self.feature_root / f".{voxceleb.MERGED}.{os.getpid()}.tmp"
+        self.building.mkdir()
+        self.sources: dict[str, dict[str, str]] = {}
+
+    def add_speaker(self, subset: str, speaker: str, kept: Iterable[tuple[str, str]]) -> None:
+        """Link the (npy name, wav path) features of one speaker folder; speakers come in sorted order."""
+        speaker_dir = self.building / speaker
         speaker_dir.mkdir(exist_ok=True)
-        entries = sources.setdefault(speaker, {})
-        for npy_name, wav in read_sources(speaker_folder(data_dir, subset, speaker) / voxceleb.SOURCES_FILE):
+        entries = self.sources.setdefault(speaker, {})
+        for npy_name, wav in kept:
             if npy_name in entries:
-                logger.warning(f"{subset}/{speaker}/{npy_name}: already in merged from another subset; not linked")
+                self.logger.warning(f"{subset}/{speaker}/{npy_name}: already in merged from another subset; not linked")
                 continue
-            (speaker_dir / npy_name).symlink_to(Path("..", "..", subset, speaker, npy_name))
+            os.symlink(os.path.join("..", "..", subset, speaker, npy_name), speaker_dir / npy_name)
             entries[npy_name] = wav
-    partitions: dict[str, dict[str, list[str]]] = {name: {} for name in voxceleb.PARTITIONS.values()}
-    missing = 0
-    for partition, utterance in voxceleb.read_iden_split(data_dir / voxceleb.SPLIT_FILE):
-        speaker, npy_name = voxceleb.feature_name(utterance)
-        if npy_name in sources.get(speaker, {}):
-            partitions[partition].setdefault(speaker, []).append(npy_name)
-        else:
-            missing += 1
-    for speaker, entries in sources.items():
-        speaker_dir = building / speaker
-        write_data_lines(speaker_dir / voxceleb.SOURCES_FILE, (f"{n},{entries[n]}" for n in sorted(entries)))
-        for partition, by_speaker in partitions.items():
-            names = sorted(by_speaker.get(speaker, []))
-            write_data_lines(speaker_dir / voxceleb.sources_file(partition), (f"{n},{entries[n]}" for n in names))
-    if missing:
-        logger.info(f"{missing} utterances of {voxceleb.SPLIT_FILE} have no feature (dropped or absent)")
-    merged = feature_root / voxceleb.MERGED
-    retired = feature_root / f".{voxceleb.MERGED}.{os.getpid()}.old"
-    if merged.exists():
-        os.replace(merged, retired)
-    os.replace(building, merged)
-    shutil.rmtree(retired, ignore_errors=True)
-    return {name: sum(len(v) for v in by_speaker.values()) for name, by_speaker in partitions.items()}
+
+    def finish(self) -> dict[str, int]:
+        """Write the lists, put the folder in place; returns the number of utterances per partition."""
+        partitions: dict[str, dict[str, list[str]]] = {name: {} for name in voxceleb.PARTITIONS.values()}
+        missing = 0
+        for partition, utterance in voxceleb.read_iden_split(self.data_dir / voxceleb.SPLIT_FILE):
+            speaker, npy_name = voxceleb.feature_name(utterance)
+            if npy_name in self.sources.get(speaker, {}):
+                partitions[partition].setdefault(speaker, []).append(npy_name)
+            else:
+                missing += 1
+        for speaker, entries in self.sources.items():
+            speaker_dir = self.building / speaker
+            write_data_lines(speaker_dir / voxceleb.SOURCES_FILE, (f"{n},{entries[n]}" for n in sorted(entries)))
+            for partition, by_speaker in partitions.items():
+                names = sorted(by_speaker.get(speaker, []))
+                write_data_lines(speaker_dir / voxceleb.sources_file(partition), (f"{n},{entries[n]}" for n in names))
+        if missing:
+            self.logger.info(f"{missing} utterances of {voxceleb.SPLIT_FILE} have no feature (dropped or absent)")
+        merged = self.feature_root / voxceleb.MERGED
+        retired = self.feature_root / f".{voxceleb.MERGED}.{os.getpid()}.old"
+        if merged.exists():
+            os.replace(merged, retired)
+        os.replace(self.building, merged)
+        shutil.rmtree(retired, ignore_errors=True)
+        return {name: sum(len(v) for v in by_speaker.values()) for name, by_speaker in partitions.items()}
+
+    def discard(self) -> None:
+        shutil.rmtree(self.building, ignore_errors=True)
 
 
-def finalize(
-    data_dir: Path, accumulator: SpeakerAccumulator, keys: Sequence[SpeakerKey], logger: logging.Logger
-) -> None:
+def finalize(data_dir: Path, accumulator: SpeakerAccumulator, merged: MergedBuilder, logger: logging.Logger) -> None:
     """mean.npy, std.npy and feature/merged from the per-speaker results."""
     if sum(accumulator.frames.values()) == 0:
         raise DataError("no utterance was kept, so there is nothing to compute mean and std from")
     mean, std = mean_and_std(accumulator.sums, accumulator.frames)
     _save_array(data_dir / voxceleb.MEAN_FILE, mean)
     _save_array(data_dir / voxceleb.STD_FILE, std)
-    counts = build_merged(data_dir, keys, logger)
+    counts = merged.finish()
     logger.info(f"wrote {voxceleb.MEAN_FILE}, {voxceleb.STD_FILE} and feature/{voxceleb.MERGED} "
                 f"(train {counts['train']}, val {counts['val']}, test {counts['test']} utterances)")
 
@@ -448,13 +461,20 @@ def preprocess(args: argparse.Namespace) -> int:
                 folder.mkdir(parents=True, exist_ok=True)
                 remove_stale_temporaries(folder)
         tasks = chunk_tasks(settings, work)
-        accumulator = SpeakerAccumulator(data_dir, work, tasks)
-        totals = Totals()
-        run_chunks(tasks, args.workers, logger, totals, accumulator)
-        if args.shard and not args.finalize:
-            logger.info(f"shard {args.shard[0]}/{args.shard[1]} done; run with --finalize once every shard has finished")
-        else:
-            finalize(data_dir, accumulator, keys, logger)
+        # A shard builds no merged folder: --finalize does, once every speaker is done.
+        merged = None if args.shard and not args.finalize else MergedBuilder(data_dir, logger)
+        try:
+            accumulator = SpeakerAccumulator(data_dir, work, tasks, merged)
+            totals = Totals()
+            run_chunks(tasks, args.workers, logger, totals, accumulator)
+            if merged is None:
+                logger.info(f"shard {args.shard[0]}/{args.shard[1]} done; run with --finalize once every shard has finished")
+            else:
+                finalize(data_dir, accumulator, merged, logger)
+        except BaseException:
+            if merged is not None:
+                merged.discard()
+            raise
         _summary(totals, list(work), time.perf_counter() - started, logger)
     finally:
         _close_logger(logger)

@@ -236,6 +236,18 @@ def test_sigterm_stops_the_workers_with_one_line_and_the_run_resumes(wav_corpus,
     assert_same_output(data, reference)
 
 
+def test_a_speaker_in_dev_and_test_is_merged_once_from_dev(wav_corpus, tmp_path):
+    data = copy_corpus(wav_corpus, tmp_path)
+    speaker = sorted((data / "dev" / "wav").iterdir())[0]
+    shutil.copytree(speaker, data / "test" / "wav" / speaker.name)
+    assert preprocess(data, "--workers", "2") == 0
+    links = sorted((data / voxceleb.FEATURE_DIR / voxceleb.MERGED / speaker.name).glob("*.npy"))
+    assert len(links) == len(list(speaker.glob("*/*.wav")))
+    assert all(os.readlink(link) == os.path.join("..", "..", "dev", speaker.name, link.name) for link in links)
+    assert log_text(data).count("already in merged from another subset; not linked") == len(links)
+    assert not list((data / voxceleb.FEATURE_DIR).glob(f".{voxceleb.MERGED}.*"))
+
+
 def test_shards_then_finalize_equal_one_run(wav_corpus, reference, tmp_path, capsys):
     data = copy_corpus(wav_corpus, tmp_path)
     assert preprocess(data, "--workers", "1", "--shard", "2/2") == 0
