@@ -6,7 +6,6 @@ a table (also written to demo_results.md). Each step is the command a user would
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import subprocess
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from benchmarks.reference_system import ReferenceResult, evaluate_reference
 from data_objects import available_cores
+from utils.cli import OneLineErrorParser
 from utils.files import write_text_atomically
 
 PYTHON = sys.executable
@@ -46,7 +46,7 @@ def newest_run(folder: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", default="demo", help="where the corpus and the runs go (default: demo/)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

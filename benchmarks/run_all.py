@@ -27,6 +27,7 @@ if __package__ in (None, ""):
 from benchmarks import crop_loading, preprocessing, search_step, training_step, verification  # noqa: E402
 from benchmarks.common import NetworkSize, Row, markdown_table  # noqa: E402
 from benchmarks.preprocessing import CorpusSize  # noqa: E402
+from utils.cli import OneLineErrorParser  # noqa: E402
 from utils.files import OutputError, ensure_writable_dir, write_text_atomically  # noqa: E402
 
 DEFAULT_OUTPUT = {"cpu": Path(__file__).resolve().parent / "RESULTS.md",
@@ -91,7 +92,7 @@ def _positive(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Benchmark the project against references of the published code.")
+    parser = OneLineErrorParser(description="Benchmark the project against references of the published code.")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run in well under a minute")
     parser.add_argument("--device", choices=sorted(DEFAULT_OUTPUT), default="cpu",
                         help="cuda: the GPU rows (search and training steps) on the first GPU")

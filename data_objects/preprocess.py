@@ -28,7 +28,7 @@ from data_objects.audio import (
     HOP_LENGTH, N_BINS, PAD_MODE, PAD_MODES, SAMPLE_RATE, check_length, prepare_waveform, spectrograms,
 )
 from data_objects.errors import AudioError, DataError
-from utils.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_raises
+from utils.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, OneLineErrorParser, Terminated, sigterm_raises
 from utils.files import remove_stale_temporaries
 
 MIN_FRAMES = 300
@@ -495,7 +495,7 @@ def _workers(text: str) -> int:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="data_preprocess.py",
         description="Compute VoxCeleb1 magnitude-spectrogram features, feature/merged, mean.npy and std.npy.",
     )

@@ -27,6 +27,7 @@ from scipy import signal
 
 from data_objects import available_cores, voxceleb, write_data_file, write_data_lines
 from data_objects.errors import DataError
+from utils.cli import OneLineErrorParser
 
 SAMPLE_RATE = 16_000
 MIN_SECONDS, MAX_SECONDS = 4.0, 6.0
@@ -313,7 +314,7 @@ def _at_least(minimum: int):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m data_objects.synthetic",
+    parser = OneLineErrorParser(prog="python -m data_objects.synthetic",
                                      description="Write a synthetic corpus in VoxCeleb1's layout.")
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=_at_least(0), default=0)

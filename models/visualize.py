@@ -8,7 +8,6 @@ on the right collecting the concatenated nodes.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from models.genotypes import Genotype, GenotypeError, load_genotype
 from utils.checkpoint import CheckpointError
+from utils.cli import OneLineErrorParser
 
 INPUT_COLOUR, NODE_COLOUR, OUTPUT_COLOUR = "#8fbc8f", "#add8e6", "#eee8aa"
 OP_COLOURS = {"sep": "#1f4e9c", "dil": "#2e7d32", "max": "#b23b3b", "avg": "#b8661c", "skip": "#555555"}
@@ -186,7 +186,7 @@ def plot_genotype(genotype: Genotype, out_prefix: str | Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models.visualize", description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(prog="python -m models.visualize", description=__doc__.splitlines()[0])
     parser.add_argument("genotype", help="genotype text, a file holding it, or a checkpoint with a 'genotype'")
     parser.add_argument("out_prefix", help="writes OUT_PREFIX_normal.png and OUT_PREFIX_reduce.png")
     args = parser.parse_args(argv)

@@ -475,6 +475,21 @@ def test_checkpoints_that_do_not_fit_name_the_first_mismatched_key(
     assert [path.name for path in files_under(run.model_dir)] == ["checkpoint_last.pth"]
 
 
+@pytest.mark.parametrize("command,expected", [
+    (["train_identification.py"], "error: the following arguments are required: --cfg "
+                                  "(see train_identification.py --help)"),
+    (["search.py", "--cfg"], "error: argument --cfg: expected one argument (see search.py --help)"),
+    (["data_preprocess.py", "/data", "--workers", "0"], "error: argument --workers: expected a positive number of "
+                                                        "processes, got '0' (see data_preprocess.py --help)"),
+    (["-m", "models.visualize"], "error: the following arguments are required: genotype, out_prefix "
+                                 "(see python -m models.visualize --help)"),
+])
+def test_bad_command_lines_give_one_line(command, expected):
+    process = run_script(*command, check=False)
+    assert process.returncode == 2
+    assert process.stderr.splitlines() == [expected]
+
+
 def test_load_paths_that_do_not_exist(tmp_path, tiny_corpus, capsys, monkeypatch):
     base = small(tiny_corpus, tmp_path / "out", *TINY_CELL)
     missing = tmp_path / "no_run"

@@ -46,10 +46,17 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other error of the scripts."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(
     description: str, text_arch: bool = False, load_path: str | None = None, load_path_required: bool = False
 ) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description)
+    parser = OneLineErrorParser(description=description)
     parser.add_argument("--cfg", required=True, help="experiment config (YAML) file, e.g. exps/search.yaml")
     if text_arch:
         parser.add_argument(
