@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
-from functions.distributed import DistributedContext
+from functions.distributed import single_process
 from functions.experiment import IDENTIFICATION_SELECTION
 from functions.trainer import ArchitectureStep, Trainer
 from utils.config import get_default_config, update_config
@@ -24,10 +24,6 @@ from utils.config import get_default_config, update_config
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def single_process(device: str = "cpu") -> DistributedContext:
-    return DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device(device))
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import Row, interleaved_medians, quiet, seconds_text, single_process
+from benchmarks.common import Row, interleaved_medians, quiet, seconds_text
 from data_objects import voxceleb
 from data_objects.datasets import TrialList, UtteranceWindowsDataset
+from functions.distributed import single_process
 from functions.evaluation import evaluate_verification
 from functions.metrics import equal_error_rate
 from functions.trainer import use_faster_memory_format

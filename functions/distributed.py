@@ -38,6 +38,11 @@ class DistributedContext:
         return self.in_process_group
 
 
+def single_process(device: str = "cpu") -> DistributedContext:
+    """Rank 0 of 1 on `device`, outside any process group: for using the project's loops from Python."""
+    return DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device(device))
+
+
 def select_device(requested: str, local_rank: int = 0) -> torch.device:
     """'auto' takes CUDA when present, else the CPU; 'cpu' and 'cuda' are taken as asked."""
     if requested not in DEVICES:

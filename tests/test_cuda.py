@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from functions.distributed import DistributedContext
+from functions.distributed import single_process
 from functions.experiment import IDENTIFICATION_SELECTION
 from functions.trainer import Trainer
 from models.genotype_network import GenotypeNetwork
@@ -83,7 +83,7 @@ def test_float16_autocast_steps_through_the_grad_scaler(monkeypatch):
     cfg = get_default_config()
     cfg.TRAIN.AMP = True
     cfg.freeze()
-    cuda = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cuda", 0))
+    cuda = single_process("cuda:0")
     torch.manual_seed(0)
     model = GenotypeNetwork(8, 4, 3, AUTOSPEECH).cuda().train()
     trainer = Trainer(cfg, cuda, None, model, torch.optim.Adam(model.parameters(), lr=1e-3), None, None,

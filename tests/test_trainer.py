@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from functions.data_loading import training_loader
-from functions.distributed import DistributedContext
+from functions.distributed import single_process
 from functions.run_directory import RunDirectory, load_resume_checkpoint
 from functions.trainer import NonFiniteLossError, Selection, Trainer, TrainingInterrupted
 from utils.checkpoint import load_checkpoint, save_checkpoint
@@ -19,7 +19,7 @@ from utils.config import get_default_config
 from utils.files import OutputError
 from utils.run_logging import create_logger
 
-CPU = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+CPU = single_process()
 
 
 class NoisyFrames(Dataset):

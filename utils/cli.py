@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 EXIT_BAD_INPUT = 2
 # What a shell reports for a process stopped by Ctrl-C (128 + SIGINT) or by SIGTERM (128 + SIGTERM).
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
