@@ -37,6 +37,19 @@ _C.MODEL.PRETRAINED = ""
 _C.MODEL.SEARCH_SPACE = "s2"
 # Compute only the sampled operation of each edge during search (straight-through gradient to every alpha).
 _C.MODEL.SINGLE_PATH = False
+# Pooling over time of the last feature map: 'avg' (global average, the paper), 'stats' (mean and standard
+# deviation over time), 'attentive' (attentive statistics pooling).
+_C.MODEL.POOLING = "avg"
+# Size of the speaker embedding: 0 scores the pooled vector (the paper); otherwise a linear layer with batch norm
+# to this size gives the embedding used for scoring.
+_C.MODEL.EMBEDDING_DIM = 0
+# Gumbel-softmax temperature of the search, annealed from TAU_MAX at the first epoch to TAU_MIN at the last
+# (the paper keeps 1.0; GDAS anneals 10 -> 0.1).
+_C.MODEL.TAU_MAX = 1.0
+_C.MODEL.TAU_MIN = 1.0
+# Most skip connections the derived normal cell may keep (the weakest others take their best other operation);
+# -1 = no cap.
+_C.MODEL.MAX_SKIP_CONNECT = -1
 
 _C.DATASET = CN()
 # VoxCeleb1 root: dev/, test/, the meta files and, after data_preprocess.py, feature/, mean.npy, std.npy.
@@ -50,6 +63,42 @@ _C.DATASET.PARTIAL_N_FRAMES = 300
 _C.DATASET.SUB_DIR = "merged"
 # Trial list for verification, relative to DATASET.DATA_DIR unless absolute.
 _C.DATASET.TRIALS = "veri_test.txt"
+# Front-end: 'spectrogram' (the paper's 257-bin magnitude, precomputed by data_preprocess.py) or 'fbank'
+# (log-mel filterbank computed on the fly from the wav files; no preprocessing needed).
+_C.DATASET.FEATURES = "spectrogram"
+# Mel bands of the 'fbank' front-end.
+_C.DATASET.N_MELS = 80
+
+# Waveform augmentation of training items (each applied with its own probability; 0 = off, the paper).
+_C.AUGMENT = CN()
+# Folder in MUSAN's layout (noise/, music/, speech/ sub-folders of wav files) for additive noise.
+_C.AUGMENT.NOISE_DIR = ""
+_C.AUGMENT.NOISE_PROB = 0.0
+# Folder of room impulse responses (wav files, searched recursively) for reverberation.
+_C.AUGMENT.RIR_DIR = ""
+_C.AUGMENT.RIR_PROB = 0.0
+# Speed perturbation 0.9 / 1.1, each speed a new speaker (3x the classes).
+_C.AUGMENT.SPEED_PERTURB = False
+# SpecAugment-style masking of the features: probability, widest time mask (frames), widest frequency mask (bins).
+_C.AUGMENT.SPECAUGMENT_PROB = 0.0
+_C.AUGMENT.TIME_MASK_WIDTH = 20
+_C.AUGMENT.FREQ_MASK_WIDTH = 10
+
+_C.LOSS = CN()
+# 'softmax' (cross-entropy with TRAIN.LABEL_SMOOTHING, the paper), 'aam' (additive angular margin, ArcFace),
+# 'am' (additive margin).
+_C.LOSS.NAME = "softmax"
+_C.LOSS.MARGIN = 0.2
+_C.LOSS.SCALE = 32.0
+# The margin rises linearly from 0 to LOSS.MARGIN over this many epochs (0 = full margin from the start).
+_C.LOSS.MARGIN_WARMUP_EPOCHS = 0
+
+_C.EVAL = CN()
+# Score normalisation of verification: 'none' (cosine, the paper) or 'asnorm' (adaptive symmetric normalisation
+# against a cohort of the training speakers' mean embeddings).
+_C.EVAL.SCORE_NORM = "none"
+# Top cohort scores that AS-norm takes for each side of a trial.
+_C.EVAL.COHORT_SIZE = 300
 
 _C.TRAIN = CN()
 _C.TRAIN.BATCH_SIZE = 32
@@ -72,6 +121,8 @@ _C.TRAIN.AMP = False
 _C.TRAIN.MAX_STEPS_PER_EPOCH = 0
 # Label smoothing of the cross-entropy loss.
 _C.TRAIN.LABEL_SMOOTHING = 0.1
+# Search: stop once the derived genotype has not changed for this many epochs (0 = off).
+_C.TRAIN.SEARCH_PATIENCE = 0
 
 
 class ConfigError(ValueError):
