@@ -41,19 +41,21 @@ class Waveform:
     samples: np.ndarray
     source_rate: int
     source_channels: int
+    first_channel_only: bool = False
 
     @property
     def conversions(self) -> tuple[str, ...]:
         done = []
         if self.source_channels > 1:
-            done.append(f"mixed {self.source_channels} channels to mono")
+            done.append(f"took the first of {self.source_channels} channels" if self.first_channel_only
+                        else f"mixed {self.source_channels} channels to mono")
         if self.source_rate != SAMPLE_RATE:
             done.append(f"resampled from {self.source_rate} Hz")
         return tuple(done)
 
 
-def load_waveform(path: str | os.PathLike) -> Waveform:
-    """Read a wav/flac file as mono float32 at 16 kHz."""
+def load_waveform(path: str | os.PathLike, first_channel_only: bool = False) -> Waveform:
+    """Read a wav/flac file as mono float32 at 16 kHz: the mean of its channels, or its first channel."""
     try:
         samples, rate = soundfile.read(os.fspath(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
@@ -63,7 +65,7 @@ def load_waveform(path: str | os.PathLike) -> Waveform:
     channels = samples.shape[1]
     if samples.shape[0] == 0:
         raise AudioError("empty", f"{path}: no audio samples")
-    mono = samples[:, 0] if channels == 1 else samples.mean(axis=1, dtype=np.float32)
+    mono = samples[:, 0] if channels == 1 or first_channel_only else samples.mean(axis=1, dtype=np.float32)
     if not np.isfinite(mono).all():
         raise AudioError("unreadable", f"{path}: audio contains NaN or infinite samples")
     if rate != SAMPLE_RATE:
@@ -71,7 +73,7 @@ def load_waveform(path: str | os.PathLike) -> Waveform:
 
         common = gcd(SAMPLE_RATE, rate)
         mono = resample_poly(mono, SAMPLE_RATE // common, rate // common).astype(np.float32)
-    return Waveform(np.ascontiguousarray(mono), rate, channels)
+    return Waveform(np.ascontiguousarray(mono), rate, channels, first_channel_only)
 
 
 def normalize_volume(samples: np.ndarray, target_dbfs: float = TARGET_DBFS, path: object = "audio") -> np.ndarray:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from functions.distributed import DistributedContext, all_gather_objects
-from functions.metrics import equal_error_rate, minimum_detection_cost, topk_correct
+from functions.metrics import equal_error_point, minimum_detection_cost, topk_correct
 from functions.trainer import use_faster_memory_format
 from utils.files import write_text_atomically
 
@@ -96,12 +96,15 @@ class VerificationResult:
     scores: np.ndarray
     labels: np.ndarray
     eer: float
+    # Score at the EER: trials scoring at least this are accepted as the same speaker.
+    eer_threshold: float
     min_dcf_01: float
     min_dcf_05: float
 
     def summary(self) -> dict[str, float]:
         return {
             "eer": 100.0 * self.eer,
+            "eer_threshold": self.eer_threshold,
             "min_dcf_0.01": self.min_dcf_01,
             "min_dcf_0.05": self.min_dcf_05,
             "trials": int(self.labels.size),
@@ -115,10 +118,12 @@ def score_trials(embeddings: torch.Tensor, first: Sequence[int], second: Sequenc
 
 
 def verification_result(scores: np.ndarray, labels: np.ndarray) -> VerificationResult:
+    eer, eer_threshold = equal_error_point(scores, labels)
     return VerificationResult(
         scores=scores,
         labels=labels,
-        eer=equal_error_rate(scores, labels),
+        eer=eer,
+        eer_threshold=eer_threshold,
         min_dcf_01=minimum_detection_cost(scores, labels, p_target=0.01),
         min_dcf_05=minimum_detection_cost(scores, labels, p_target=0.05),
     )

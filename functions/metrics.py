@@ -27,12 +27,18 @@ def _check_trials(scores: np.ndarray, labels: np.ndarray) -> None:
 
 def equal_error_rate(scores: Sequence[float], labels: Sequence[int]) -> float:
     """EER as the paper computes it: the false-acceptance rate where |miss rate - false-acceptance rate| is smallest."""
+    return equal_error_point(scores, labels)[0]
+
+
+def equal_error_point(scores: Sequence[float], labels: Sequence[int]) -> tuple[float, float]:
+    """The EER and its decision threshold: a trial scoring at least the threshold is accepted as the same speaker."""
     from sklearn.metrics import roc_curve  # a second to import; scripts that fail early should not pay for it
 
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     _check_trials(scores, labels)
-    fpr, tpr, _ = roc_curve(labels, scores, pos_label=1)
-    return float(fpr[np.argmin(np.abs((1.0 - tpr) - fpr))])
+    fpr, tpr, thresholds = roc_curve(labels, scores, pos_label=1)
+    best = np.argmin(np.abs((1.0 - tpr) - fpr))
+    return float(fpr[best]), float(thresholds[best])
 
 
 def minimum_detection_cost(

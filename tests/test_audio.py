@@ -110,6 +110,9 @@ def test_flac_wav_and_stereo_load_the_same_mono_samples(tmp_path):
     stereo = load_waveform(tmp_path / "stereo.wav")
     np.testing.assert_allclose(stereo.samples, 0.75 * samples, atol=1e-7)
     assert stereo.conversions == ("mixed 2 channels to mono",)
+    first = load_waveform(tmp_path / "stereo.wav", first_channel_only=True)
+    assert np.array_equal(first.samples, samples.astype(np.float32))
+    assert first.conversions == ("took the first of 2 channels",)
 
 
 @pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])

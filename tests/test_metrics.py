@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from functions.metrics import equal_error_rate, minimum_detection_cost, topk_correct
+from functions.metrics import equal_error_point, equal_error_rate, minimum_detection_cost, topk_correct
 
 
 def test_eer_matches_published_definition_on_fixture_cases(fixtures_dir):
@@ -22,6 +22,13 @@ def test_eer_hand_computed_cases():
     # Four of each, one overlap on each side: the error rates cross at 1/4.
     scores = [0.9, 0.8, 0.7, 0.35, 0.4, 0.3, 0.2, 0.1]
     assert equal_error_rate(scores, [1, 1, 1, 1, 0, 0, 0, 0]) == 0.25
+
+
+def test_eer_threshold_accepts_as_many_targets_as_the_eer_says():
+    # Accepting the scores >= 0.4 misses one target of four and accepts one non-target of four: both rates 1/4.
+    scores = [0.9, 0.8, 0.7, 0.35, 0.4, 0.3, 0.2, 0.1]
+    assert equal_error_point(scores, [1, 1, 1, 1, 0, 0, 0, 0]) == (0.25, 0.4)
+    assert equal_error_point([0.9, 0.3, 0.5, 0.1], [1, 1, 0, 0]) == (0.5, 0.5)
 
 
 def test_min_dcf_hand_computed():
