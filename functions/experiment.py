@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from yacs.config import CfgNode
 
 from data_objects.datasets import SpectrogramDataset, TrialList, UtteranceWindowsDataset
@@ -31,6 +32,9 @@ KNOWN_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError, DataError, CheckpointError, GenotypeError, RunDirectoryError,
     OutputError, NonFiniteLossError, TrainingInterrupted,
 )
+
+# Checkpoint key of the feature statistics: {"mean": tensor, "std": tensor}, one value per frequency bin.
+FEATURE_STATS_KEY = "feature_stats"
 
 IDENTIFICATION_SELECTION = Selection(metric="val_top1", higher_is_better=True, checkpoint_key="best_acc1")
 VERIFICATION_SELECTION = Selection(metric="eer", higher_is_better=False, checkpoint_key="best_eer")
@@ -212,6 +216,16 @@ def checkpoint_file(load_path: str) -> Path:
     if not path.is_file():
         raise CheckpointError(f"--load_path {load_path}: no checkpoint at {path}")
     return path
+
+
+def inference_recipe(genotype: Genotype | None, train_set: Dataset) -> dict:
+    """What a checkpoint needs beyond its config to embed raw audio without the training data: the genotype of a
+    genotype network and the statistics the features are normalised with (the trainer adds the config)."""
+    recipe = {} if genotype is None else {"genotype": genotype}
+    mean, std = getattr(train_set, "mean", None), getattr(train_set, "std", None)
+    if mean is not None and std is not None:
+        recipe[FEATURE_STATS_KEY] = {"mean": torch.from_numpy(mean), "std": torch.from_numpy(std)}
+    return recipe
 
 
 def write_results(path: Path, results: dict) -> None:

@@ -12,7 +12,7 @@ from functions.evaluation import evaluate_identification, evaluate_verification,
 from functions.experiment import (
     IDENTIFICATION_SELECTION, VERIFICATION_SELECTION, Experiment, adam, build_network, checkpoint_file,
     class_count, cosine_schedule, count_parameters, entropy_of_rows, genotype_text, identification_test_set,
-    identification_train_set, identification_validator, model_state,
+    identification_train_set, identification_validator, inference_recipe, model_state,
     start_experiment, trial_list, verification_train_set, verification_validator, write_results,
 )
 from functions.plots import plot_architecture_weights, plot_det_curve, plot_score_histograms
@@ -89,7 +89,7 @@ def _train(args, task: str, logs_kind: str) -> int:
     trainer = Trainer(
         cfg, ctx, run, model, optimizer, scheduler, loader, validate, selection,
         drop_path_prob=lambda epoch: cfg.MODEL.DROP_PATH_PROB * epoch / end,
-        checkpoint_extras=(lambda: {"genotype": genotype}) if genotype is not None else dict,
+        checkpoint_extras=lambda: inference_recipe(genotype, train_set),
     )
     if checkpoint is not None:
         trainer.restore(checkpoint)

@@ -54,10 +54,14 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 
 def build_parser(
-    description: str, text_arch: bool = False, load_path: str | None = None, load_path_required: bool = False
+    description: str, text_arch: bool = False, load_path: str | None = None, load_path_required: bool = False,
+    cfg_help: str | None = None,
 ) -> argparse.ArgumentParser:
+    """The published arguments; `cfg_help` makes --cfg optional (for scripts that can take the config from a
+    checkpoint) and says so."""
     parser = OneLineErrorParser(description=description)
-    parser.add_argument("--cfg", required=True, help="experiment config (YAML) file, e.g. exps/search.yaml")
+    parser.add_argument("--cfg", required=cfg_help is None,
+                        help=cfg_help or "experiment config (YAML) file, e.g. exps/search.yaml")
     if text_arch:
         parser.add_argument(
             "--text_arch",
