@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from data_objects import voxceleb
-from data_objects.errors import DataError
+from data_objects.audio import load_waveform
+from data_objects.errors import AudioError, DataError
 
 PARTIAL_N_FRAMES = 300
 
@@ -190,6 +191,50 @@ class UtteranceWindowsDataset(_NormalizedFeatures):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         windows = sliding_windows(load_features(self.utterances[index]), self.partial_n_frames)
         return torch.from_numpy(np.ascontiguousarray(self.normalize(windows))), self.labels[index]
+
+
+class AudioWindowsDataset(Dataset):
+    """Test items computed from audio files: (float32 tensor [N, partial_n_frames, bins] of windows, position).
+
+    Each file is read at any rate and resampled to 16 kHz, from its first channel; `featurize` turns the samples
+    into normalised features [T, bins], which are windowed as UtteranceWindowsDataset windows them. A file that
+    cannot become features (not audio, empty, too short, silent) gives N = 0 windows; `failure` says why.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        featurize: Callable[[np.ndarray], np.ndarray],
+        bins: int,
+        partial_n_frames: int = PARTIAL_N_FRAMES,
+    ) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.featurize, self.bins, self.partial_n_frames = featurize, bins, partial_n_frames
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def features(self, index: int) -> np.ndarray:
+        path = self.paths[index]
+        try:
+            return self.featurize(load_waveform(path, first_channel_only=True).samples)
+        except AudioError as error:
+            raise AudioError(error.reason, str(error) if str(path) in str(error) else f"{path}: {error}") from None
+
+    def failure(self, index: int) -> AudioError | None:
+        """Why file `index` gives no windows, or None if it gives some."""
+        try:
+            self.features(index)
+        except AudioError as error:
+            return error
+        return None
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        try:
+            windows = sliding_windows(self.features(index), self.partial_n_frames)
+        except AudioError:
+            windows = np.zeros((0, self.partial_n_frames, self.bins), dtype=np.float32)
+        return torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)), index
 
 
 class TrialList:

@@ -86,6 +86,36 @@ def read_trials(path: str | Path) -> list[Trial]:
             for match in _matching_lines(Path(path), _TRIAL_LINE, expected)]
 
 
+@dataclass(frozen=True)
+class AudioTrial:
+    """A trial over any two audio paths; `label` is None in a list without labels."""
+
+    label: int | None
+    first: str
+    second: str
+
+
+def read_audio_trials(path: str | Path) -> list[AudioTrial]:
+    """Every trial of a list in VoxCeleb's format over any audio paths: '<1|0> <path> <path>' lines, or
+    '<path> <path>' lines without labels (one or the other throughout)."""
+    path = Path(path)
+    trials: list[AudioTrial] = []
+    expected = "<1|0> <audio path> <audio path>"
+    for number, line in _lines(path):
+        fields = line.split()
+        labelled = len(fields) == 3 and fields[0] in ("0", "1")
+        if not (labelled or len(fields) == 2):
+            raise _malformed(path, number, expected + "' or '<audio path> <audio path>", line)
+        if trials and labelled != (trials[0].label is not None):
+            shape = expected if trials[0].label is not None else "<audio path> <audio path>"
+            raise _malformed(path, number, f"{shape}, as the first trial", line)
+        label = int(fields[0]) if labelled else None
+        trials.append(AudioTrial(label, fields[-2], fields[-1]))
+    if not trials:
+        raise DataError(f"{path} holds no trials")
+    return trials
+
+
 def check_meta(path: str | Path) -> None:
     """vox1_meta.csv must be tab-separated with the VoxCeleb1 header."""
     path = Path(path)

@@ -186,6 +186,28 @@ def _file_problem(error: Exception) -> str:
     return f"not a valid YAML config ({_describe(error)})"
 
 
+def merge_config_text(cfg: CN, text: str, source: str) -> CN:
+    """Merge a config dumped as YAML text (as checkpoints carry it) into `cfg`; `source` names it in errors."""
+    cfg.defrost()
+    try:
+        cfg.merge_from_other_cfg(cfg.load_cfg(text))
+    except (KeyError, ValueError, TypeError, AssertionError) as error:
+        raise ConfigError(f"{source}: {_describe(error)}") from None
+    except Exception as error:  # malformed YAML raises parser-specific types
+        raise ConfigError(f"{source}: {_file_problem(error)}") from None
+    return cfg
+
+
+def split_overrides(tokens: list[str]) -> tuple[list[str], list[str]]:
+    """Positional arguments, then KEY VALUE overrides: the overrides start at the first token that is a key of
+    the defaults (a top-level key such as DEVICE, or SECTION.KEY of a known section)."""
+    for position, token in enumerate(tokens):
+        head = token.split(".", 1)[0]
+        if head in _C and (isinstance(_C[head], CN) == ("." in token)):
+            return tokens[:position], tokens[position:]
+    return tokens, []
+
+
 def update_config(cfg: CN, args: argparse.Namespace) -> CN:
     """Merge `args.cfg` (a YAML file) and `args.opts` (KEY VALUE pairs) into `cfg` and freeze it."""
     cfg.defrost()
