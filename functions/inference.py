@@ -103,8 +103,9 @@ def _last_eer_threshold(checkpoint: dict) -> float | None:
     return float(verified[-1]["eer_threshold"]) if verified else None
 
 
-def load_trained_model(args, device: torch.device) -> TrainedModel:
-    """The network of `args.load_path` (a checkpoint file, or a run folder for its checkpoint_best.pth) and its recipe."""
+def load_trained_model(args) -> TrainedModel:
+    """The network of `args.load_path` (a checkpoint file, or a run folder for its checkpoint_best.pth) and its
+    recipe, in eval mode on the CPU."""
     path = checkpoint_file(args.load_path)
     checkpoint = load_checkpoint(path, map_location="cpu")
     state = model_state(checkpoint)
@@ -119,7 +120,7 @@ def load_trained_model(args, device: torch.device) -> TrainedModel:
     num_classes = cfg.MODEL.NUM_CLASSES or (rows.shape[0] if rows is not None else 0)
     network = build_model(cfg, num_classes, genotype)
     load_state_dict_strict(network, state)
-    network.to(device).eval()
+    network.eval()
     return TrainedModel(cfg, network, path, stats, _last_eer_threshold(checkpoint))
 
 

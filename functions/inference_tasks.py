@@ -1,0 +1,179 @@
+"""What the scripts that use a trained model do: embed audio files, score trials of audio files, export."""
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from data_objects.errors import DataError
+from data_objects.voxceleb import read_audio_trials
+from functions.distributed import DistributedContext, init_distributed, run_in_process_group
+from functions.evaluation import score_trials, verification_result, write_score_file
+from functions.experiment import write_results
+from functions.inference import (
+    AudioInputs, TrainedModel, collect_audio_inputs, count_skipped, embed_audio, load_trained_model, require_some,
+)
+from functions.plots import plot_det_curve, plot_score_histograms
+from utils.config import ConfigError
+from utils.files import OutputError, ensure_writable_dir, write_atomically, write_text_atomically
+from utils.run_logging import create_logger, get_logger
+
+EMBEDDINGS_FILE = "embeddings.npz"
+
+
+def _start(args) -> tuple[TrainedModel, DistributedContext]:
+    model = load_trained_model(args)
+    ctx = init_distributed(model.cfg.DEVICE)
+    model.network.to(ctx.device)
+    create_logger(None, ctx.is_main)
+    return model, ctx
+
+
+def _writable_output(ctx: DistributedContext, folder: str) -> Path:
+    return ensure_writable_dir(folder) if ctx.is_main else Path(folder)
+
+
+# ----- embeddings of files -----
+def run_extraction(args, inputs: list[str]) -> int:
+    return run_in_process_group(lambda: _extract(args, inputs))
+
+
+def _npy_path(output: Path, key: str) -> Path:
+    """Where `--format npy` writes the embedding of `key`: its path under `output`, without '..' or a root."""
+    parts = [part for part in PurePosixPath(Path(key).as_posix()).parts if part not in ("..", ".", "/")]
+    return output.joinpath(*parts).with_suffix(".npy")
+
+
+def _check_npy_names(output: Path, keys: list[str]) -> None:
+    seen: dict[Path, str] = {}
+    for key in keys:
+        path = _npy_path(output, key)
+        if path in seen:
+            raise DataError(f"inputs {seen[path]} and {key} would both be written to {path}; use --format npz")
+        seen[path] = key
+
+
+def _extract(args, inputs: list[str]) -> int:
+    model, ctx = _start(args)
+    logger = get_logger()
+    found: AudioInputs = collect_audio_inputs(inputs, args.audio_dir)
+    output = _writable_output(ctx, args.output)
+    if args.format == "npy":
+        _check_npy_names(output, found.keys)
+    for key in found.missing:
+        logger.info(f"skipped {key}: no such file")
+    result = embed_audio(model, found.paths, ctx, model.cfg.DATASET.NUM_WORKERS)
+    reasons = ["missing"] * len(found.missing) + [failure.reason for failure in result.failures]
+    require_some(result.embedded, "files", lambda: count_skipped(reasons))
+    if ctx.is_main:
+        vectors = {key: result.embeddings[index].numpy()
+                   for index, key in enumerate(found.keys) if result.embedded[index]}
+        if args.format == "npz":
+            written = output / EMBEDDINGS_FILE
+            write_atomically(written, lambda handle: np.savez(handle, **vectors))
+        else:
+            for key, vector in vectors.items():
+                path = _npy_path(output, key)
+                _make_folder(path.parent)
+                write_atomically(path, lambda handle, vector=vector: np.save(handle, vector))
+            written = output
+        size = next(iter(vectors.values())).size
+        logger.info(f"{len(vectors)} embeddings of size {size} written to {written} ({count_skipped(reasons)})")
+    return 0
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"could not create {folder}: {error.strerror or error}") from None
+
+
+# ----- trials -----
+def run_trial_scoring(args) -> int:
+    return run_in_process_group(lambda: _score(args))
+
+
+def _audio_path(audio_dir: str | None, path: str) -> Path:
+    return Path(path) if audio_dir is None or Path(path).is_absolute() else Path(audio_dir) / path
+
+
+def _score_pair(model: TrainedModel, ctx: DistributedContext, args) -> int:
+    paths = [_audio_path(args.audio_dir, p) for p in args.pair]
+    for given, path in zip(args.pair, paths):
+        if not path.is_file():
+            raise DataError(f"{given}: no such file")
+    result = embed_audio(model, paths, ctx)
+    if result.failures:
+        raise DataError(str(result.failures[0]))
+    score = float(score_trials(result.embeddings, [0], [1])[0])
+    if ctx.is_main:
+        if model.eer_threshold is None:
+            print(f"{score:.6f} (the checkpoint carries no EER threshold to decide same or different)")
+        else:
+            decision = "same" if score >= model.eer_threshold else "different"
+            print(f"{score:.6f} {decision} (EER threshold {model.eer_threshold:.6f} of the checkpoint's last verification)")
+    return 0
+
+
+def _score(args) -> int:
+    model, ctx = _start(args)
+    if model.cfg.EVAL.SCORE_NORM != "none":
+        raise ConfigError(f"EVAL.SCORE_NORM '{model.cfg.EVAL.SCORE_NORM}' is not available when scoring audio "
+                          "files; use EVAL.SCORE_NORM none")
+    if args.pair:
+        return _score_pair(model, ctx, args)
+    if not args.trials or not args.output:
+        raise ConfigError("give --trials LIST and --output OUT, or --pair A B")
+    logger = get_logger()
+    trials = read_audio_trials(args.trials)
+    output = _writable_output(ctx, args.output)
+    position: dict[str, int] = {}
+    paths: list[Path] = []
+    for trial in trials:
+        for name in (trial.first, trial.second):
+            path = _audio_path(args.audio_dir, name)
+            if name not in position and path.is_file():
+                position[name] = len(paths)
+                paths.append(path)
+    kept = [t for t in trials if t.first in position and t.second in position]
+    missing = len(trials) - len(kept)
+    if not kept:
+        raise DataError(f"{args.trials}: none of its {len(trials)} trials has both audio files"
+                        + (f" under {args.audio_dir}" if args.audio_dir else "") + "; check --audio_dir")
+    result = embed_audio(model, paths, ctx, model.cfg.DATASET.NUM_WORKERS)
+    usable = [t for t in kept if result.embedded[position[t.first]] and result.embedded[position[t.second]]]
+    reasons = ["missing audio"] * missing + ["unreadable audio"] * (len(kept) - len(usable))
+    if not usable:
+        raise DataError(f"{args.trials}: none of its {len(trials)} trials has two readable audio files "
+                        f"({count_skipped(reasons)})")
+    first = [position[t.first] for t in usable]
+    second = [position[t.second] for t in usable]
+    scores = score_trials(result.embeddings, first, second)
+    summary = {"trials": len(usable), "skipped_trials": len(reasons), "files": int(result.embedded.sum()),
+               "checkpoint": str(model.checkpoint)}
+    lines = [f"{len(usable)} trials over {int(result.embedded.sum())} files ({count_skipped(reasons)})"]
+    labels = np.asarray([t.label for t in usable], dtype=np.int64) if usable[0].label is not None else None
+    firsts, seconds = [t.first for t in usable], [t.second for t in usable]
+    if labels is not None and 0 < labels.sum() < labels.size:
+        verification = verification_result(scores, labels)
+        summary.update(verification.summary())
+        lines = [f"EER {summary['eer']:.2f} %", f"minDCF(p=0.01) {summary['min_dcf_0.01']:.4f}",
+                 f"minDCF(p=0.05) {summary['min_dcf_0.05']:.4f}", *lines]
+    else:
+        verification = None
+        if labels is not None:
+            lines.append("every trial has the same label: no EER or minDCF")
+    if ctx.is_main:
+        if verification is not None:
+            write_score_file(output / "scores.txt", verification, firsts, seconds)
+            plot_det_curve(scores, labels, verification.eer, output / "det_curve.png")
+            plot_score_histograms(scores, labels, output / "score_histograms.png")
+        else:
+            text = "".join(f"{s:.6f} {a} {b}\n" for s, a, b in zip(scores, firsts, seconds))
+            write_text_atomically(output / "scores.txt", text)
+        write_results(output / "results.json", summary)
+        for line in lines:
+            logger.info(line)
+        logger.info(f"scores in {output / 'scores.txt'}")
+    return 0
