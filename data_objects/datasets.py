@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data_objects import voxceleb
-from data_objects.audio import load_waveform
+from data_objects.audio import check_length, load_waveform
 from data_objects.errors import AudioError, DataError
 
 PARTIAL_N_FRAMES = 300
@@ -198,7 +198,7 @@ class AudioWindowsDataset(Dataset):
 
     Each file is read at any rate and resampled to 16 kHz, from its first channel; `featurize` turns the samples
     into normalised features [T, bins], which are windowed as UtteranceWindowsDataset windows them. A file that
-    cannot become features (not audio, empty, too short, silent) gives N = 0 windows; `failure` says why.
+    cannot become features (not audio, empty, too short for an STFT) gives N = 0 windows; `failure` says why.
     """
 
     def __init__(
@@ -215,11 +215,9 @@ class AudioWindowsDataset(Dataset):
         return len(self.paths)
 
     def features(self, index: int) -> np.ndarray:
-        path = self.paths[index]
-        try:
-            return self.featurize(load_waveform(path, first_channel_only=True).samples)
-        except AudioError as error:
-            raise AudioError(error.reason, str(error) if str(path) in str(error) else f"{path}: {error}") from None
+        samples = load_waveform(self.paths[index], first_channel_only=True).samples
+        check_length(samples, path=self.paths[index])
+        return self.featurize(samples)
 
     def failure(self, index: int) -> AudioError | None:
         """Why file `index` gives no windows, or None if it gives some."""

@@ -7,7 +7,6 @@ audio files read at any rate and resampled to 16 kHz instead of from preprocesse
 """
 from __future__ import annotations
 
-import functools
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
-from data_objects.audio import N_BINS, normalize_volume, spectrogram
 from data_objects.datasets import AudioWindowsDataset, load_normalization
 from data_objects.errors import AudioError, DataError
 from data_objects.voxceleb import AUDIO_SUFFIXES
@@ -26,8 +24,9 @@ from functions.distributed import DistributedContext
 from functions.evaluation import embed_utterances
 from functions.experiment import FEATURE_STATS_KEY, checkpoint_file, model_state
 from models import MODEL_NAMES, build_model
+from models.frontends import build_frontend, check_frontend_name
 from models.genotypes import Genotype, GenotypeError, load_genotype
-from utils.checkpoint import CheckpointError, load_checkpoint, load_state_dict_strict
+from utils.checkpoint import load_checkpoint, load_state_dict_strict
 from utils.config import ConfigError, get_default_config, merge_config_text, update_config
 from utils.run_logging import get_logger
 
@@ -37,26 +36,30 @@ LIST_SUFFIXES = (".txt", ".lst", ".list", ".scp")
 
 @dataclass
 class TrainedModel:
-    """A network in eval mode with what turns audio into its input."""
+    """A network in eval mode, with the front-end that turns a 16 kHz waveform into its input."""
 
     cfg: CfgNode
     network: nn.Module
+    frontend: nn.Module
     checkpoint: Path
-    # Per-bin mean and std of the spectrogram recipe's features; None for a recipe that needs none.
-    stats: tuple[np.ndarray, np.ndarray] | None
     # Score at the EER of the last verification run during training; None when the checkpoint has none.
     eer_threshold: float | None
 
     def audio_dataset(self, paths: Sequence[Path]) -> AudioWindowsDataset:
-        mean, std = self.stats
-        featurize = functools.partial(normalized_spectrogram, mean=mean, std=std)
-        return AudioWindowsDataset(paths, featurize, len(mean), self.cfg.DATASET.PARTIAL_N_FRAMES)
+        return AudioWindowsDataset(paths, FrontendFeatures(self.frontend), self.frontend.feature_dim,
+                                   self.cfg.DATASET.PARTIAL_N_FRAMES)
 
 
-def normalized_spectrogram(samples: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """The spectrogram recipe's network input: the preprocessing's feature, normalised as the datasets do."""
-    features = spectrogram(normalize_volume(samples))
-    return ((features - mean) / std).astype(np.float32, copy=False)
+class FrontendFeatures:
+    """A front-end applied to one waveform: float32 samples [n] -> features [T, F] (a picklable callable, for
+    DataLoader workers)."""
+
+    def __init__(self, frontend: nn.Module) -> None:
+        self.frontend = frontend
+
+    @torch.no_grad()
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        return self.frontend(torch.from_numpy(samples).unsqueeze(0))[0].numpy()
 
 
 def _inference_config(checkpoint: dict, args, path: Path) -> CfgNode:
@@ -84,18 +87,22 @@ def _genotype(cfg: CfgNode, args, checkpoint: dict) -> Genotype | None:
     raise GenotypeError("MODEL.NAME 'model' needs a genotype and the checkpoint has none: pass --text_arch GENOTYPE")
 
 
-def _stats(cfg: CfgNode, args, checkpoint: dict, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The spectrogram statistics: --stats DATA_DIR, else the checkpoint's."""
+def _frontend(cfg: CfgNode, args, checkpoint: dict, path: Path) -> nn.Module:
+    """The configured front-end, with the feature statistics of --stats DATA_DIR, else of the checkpoint."""
+    check_frontend_name(cfg.DATASET.FEATURES)
+    mean = std = None
     if getattr(args, "stats", None):
-        return load_normalization(args.stats)
-    carried = checkpoint.get(FEATURE_STATS_KEY)
-    if carried is None:
-        raise DataError(f"{path} carries no feature statistics; pass --stats DATA_DIR, the folder of the mean.npy "
-                        "and std.npy it was trained with")
-    mean, std = (np.asarray(carried[key], dtype=np.float32) for key in ("mean", "std"))
-    if mean.shape != (N_BINS,) or std.shape != (N_BINS,):
-        raise CheckpointError(f"{path}: feature statistics of shape {mean.shape}, expected ({N_BINS},)")
-    return mean, std
+        mean, std = load_normalization(args.stats)
+    elif checkpoint.get(FEATURE_STATS_KEY) is not None:
+        mean, std = (np.asarray(checkpoint[FEATURE_STATS_KEY][key], dtype=np.float32) for key in ("mean", "std"))
+    try:
+        return build_frontend(cfg, mean, std).eval()
+    except ValueError as error:
+        if mean is None:
+            raise DataError(f"{path} carries no feature statistics, which DATASET.FEATURES "
+                            f"'{cfg.DATASET.FEATURES}' needs; pass --stats DATA_DIR, the folder of the mean.npy and "
+                            "std.npy it was trained with") from None
+        raise DataError(f"feature statistics do not fit DATASET.FEATURES '{cfg.DATASET.FEATURES}': {error}") from None
 
 
 def _last_eer_threshold(checkpoint: dict) -> float | None:
@@ -115,13 +122,13 @@ def load_trained_model(args) -> TrainedModel:
                           "its genotype (search.py prints it, or pass the checkpoint to --text_arch) and train that "
                           "network with train_verification.py --text_arch GENOTYPE first")
     genotype = _genotype(cfg, args, checkpoint)
-    stats = _stats(cfg, args, checkpoint, path)
+    frontend = _frontend(cfg, args, checkpoint, path)
     rows = state.get("classifier.weight")
     num_classes = cfg.MODEL.NUM_CLASSES or (rows.shape[0] if rows is not None else 0)
     network = build_model(cfg, num_classes, genotype)
     load_state_dict_strict(network, state)
     network.eval()
-    return TrainedModel(cfg, network, path, stats, _last_eer_threshold(checkpoint))
+    return TrainedModel(cfg, network, frontend, path, _last_eer_threshold(checkpoint))
 
 
 # ----- inputs -----

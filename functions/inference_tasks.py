@@ -1,19 +1,23 @@
-"""What the scripts that use a trained model do: embed audio files, score trials of audio files, export."""
+"""What the scripts that use a trained model do: embed audio files, score trials of audio files, export it."""
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import torch
 
 from data_objects.errors import DataError
 from data_objects.voxceleb import read_audio_trials
 from functions.distributed import DistributedContext, init_distributed, run_in_process_group
 from functions.evaluation import score_trials, verification_result, write_score_file
 from functions.experiment import write_results
+from functions.export import EXPORTERS
 from functions.inference import (
     AudioInputs, TrainedModel, collect_audio_inputs, count_skipped, embed_audio, load_trained_model, require_some,
 )
 from functions.plots import plot_det_curve, plot_score_histograms
+from models.frontends import samples_for_frames
+from models.waveform_embedder import WaveformEmbedder
 from utils.config import ConfigError
 from utils.files import OutputError, ensure_writable_dir, write_atomically, write_text_atomically
 from utils.run_logging import create_logger, get_logger
@@ -176,4 +180,47 @@ def _score(args) -> int:
         for line in lines:
             logger.info(line)
         logger.info(f"scores in {output / 'scores.txt'}")
+    return 0
+
+
+# ----- export -----
+def check_lengths(window: int) -> dict[str, int]:
+    """Waveform lengths (samples) of the three cases of evaluation's windowing, for a window of `window` frames."""
+    return {"shorter than a window": samples_for_frames(window // 2), "one window": samples_for_frames(window + 1),
+            "many windows": samples_for_frames(4 * window)}
+
+
+def compare_exported(embedder: WaveformEmbedder, run_exported, lengths: dict[str, int], batch: int = 2,
+                     seed: int = 0) -> dict[str, dict[str, float]]:
+    """Max |difference| and least cosine between the exported and the eager embeddings of random waveforms."""
+    generator = torch.Generator().manual_seed(seed)
+    report = {}
+    for name, samples in lengths.items():
+        waveform = 0.1 * torch.randn(batch, samples, generator=generator)
+        with torch.no_grad():
+            eager = embedder(waveform)
+        exported = torch.from_numpy(run_exported(waveform.numpy()))
+        report[name] = {"samples": samples,
+                        "max_abs_diff": float((exported - eager).abs().max()),
+                        "min_cosine": float(torch.nn.functional.cosine_similarity(exported, eager, dim=1).min())}
+    return report
+
+
+def run_export(args) -> int:
+    model = load_trained_model(args)
+    create_logger(None)
+    logger = get_logger()
+    output = Path(args.output)
+    ensure_writable_dir(output.parent)
+    write, load = EXPORTERS[args.format]
+    window = model.cfg.DATASET.PARTIAL_N_FRAMES
+    embedder = WaveformEmbedder(model.frontend, model.network, window).eval()
+    lengths = check_lengths(window)
+    example = 0.1 * torch.randn(1, lengths["many windows"], generator=torch.Generator().manual_seed(1))
+    write(embedder, example, output)
+    logger.info(f"{args.format} module written to {output}: waveform [batch, samples] at 16 kHz -> embedding "
+                f"[batch, {embedder(example).shape[1]}], windows of {window} frames averaged inside")
+    for name, row in compare_exported(embedder, load(output), lengths).items():
+        logger.info(f"{name} ({row['samples']} samples): max |exported - eager| {row['max_abs_diff']:.2e}, "
+                    f"cosine {row['min_cosine']:.6f}")
     return 0
