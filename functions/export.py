@@ -28,7 +28,9 @@ def _traced(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
 
 def write_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     traced = _traced(module, example)
-    write_atomically(path, lambda handle: torch.jit.save(traced, handle))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.save's deprecation notice
+        write_atomically(path, lambda handle: torch.jit.save(traced, handle))
 
 
 def write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:

@@ -1,0 +1,301 @@
+"""A trained model used on audio files: extract_embeddings.py, score_trials.py and export.py against the
+evaluation path, resampled copies, eager PyTorch, and every kind of bad input.
+
+The scripts' `main` runs in this process through `run_main`, as their `__main__` does (an error `run_main` did
+not turn into one line fails the test). The model is a C 8, 3-layer genotype network whose batch-norm
+statistics are set on the tiny corpus's windows, so that embeddings differ between utterances.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from scipy.signal import resample_poly
+
+from data_objects.datasets import SpectrogramDataset, UtteranceWindowsDataset
+from data_objects.voxceleb import feature_name
+from functions.distributed import single_process
+from functions.evaluation import embed_utterances
+from functions.experiment import KNOWN_ERRORS, inference_recipe
+from functions.export import EXPORTERS
+from functions.inference import load_trained_model
+from functions.inference_tasks import check_lengths, compare_exported
+from models import AUTOSPEECH, build_model
+from models.waveform_embedder import WaveformEmbedder, window_frame_indices
+from data_objects.datasets import sliding_windows
+from utils.checkpoint import save_checkpoint
+from utils.cli import run_main
+from utils.config import get_default_config
+
+WINDOW = 100
+CELL = {"INIT_CHANNELS": 8, "LAYERS": 3}
+
+
+def run(script: str, *argv: str, capsys, monkeypatch) -> tuple[int, str, str]:
+    module = importlib.import_module(script.removesuffix(".py"))
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(module.main, KNOWN_ERRORS)
+    captured = capsys.readouterr()
+    return exit_info.value.code or 0, captured.out, captured.err
+
+
+def ok(script: str, *argv: str, capsys, monkeypatch) -> tuple[str, str]:
+    code, out, err = run(script, *argv, capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0, err
+    return out, err
+
+
+def error_line(script: str, *argv: str, capsys, monkeypatch) -> str:
+    code, _, err = run(script, *argv, capsys=capsys, monkeypatch=monkeypatch)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and "Traceback" not in err, err
+    assert lines[-1].startswith("error: "), err
+    return lines[-1]
+
+
+def corpus_wav(corpus: Path, index: int = 0) -> Path:
+    return sorted((corpus / "test" / "wav").rglob("*.wav"))[index]
+
+
+
+
+def _config(corpus: Path):
+    cfg = get_default_config()
+    cfg.MODEL.INIT_CHANNELS, cfg.MODEL.LAYERS = CELL["INIT_CHANNELS"], CELL["LAYERS"]
+    cfg.DATASET.DATA_DIR, cfg.DATASET.PARTIAL_N_FRAMES, cfg.DEVICE = str(corpus), WINDOW, "cpu"
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_corpus, tmp_path_factory) -> Path:
+    """A checkpoint as training writes it (config, genotype, feature statistics, a verification in its history)."""
+    cfg = _config(tiny_corpus)
+    train_set = SpectrogramDataset(tiny_corpus, "dev", None, WINDOW)
+    torch.manual_seed(0)
+    network = build_model(cfg, train_set.num_classes, AUTOSPEECH)
+    batch = torch.stack([train_set[i][0] for i in range(0, len(train_set), 2)])
+    for module in network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average over the calibration pass
+    with torch.no_grad():
+        network.train()(batch)
+    state = {"epoch": 1, "state_dict": network.state_dict(), "config": cfg.dump(),
+             "history": [{"epoch": 0, "eer": 20.0, "eer_threshold": 0.25}],
+             **inference_recipe(AUTOSPEECH, train_set)}
+    path = tmp_path_factory.mktemp("model") / "checkpoint_last.pth"
+    save_checkpoint(state, path)
+    return path
+
+
+def evaluation_embeddings(checkpoint: Path, corpus: Path, wavs: list[Path]) -> torch.Tensor:
+    """Embeddings of the preprocessed features of `wavs`, as evaluate_verification.py computes them."""
+    args = type("Args", (), {"load_path": str(checkpoint), "cfg": None, "opts": [], "text_arch": None})()
+    model = load_trained_model(args)
+    features = []
+    for wav in wavs:
+        speaker, npy = feature_name(wav.relative_to(corpus / "test" / "wav").as_posix())
+        features.append(corpus / "feature" / "test" / speaker / npy)
+    dataset = UtteranceWindowsDataset.from_paths(corpus, features, WINDOW)
+    return embed_utterances(model.network, dataset, single_process())[0]
+
+
+def cosine(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_extracted_embeddings_equal_the_evaluation_path(checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
+    folder = corpus_wav(tiny_corpus).parents[1]  # one speaker's folder
+    _, err = ok("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path), str(folder),
+                capsys=capsys, monkeypatch=monkeypatch)
+    stored = np.load(tmp_path / "embeddings.npz")
+    wavs = sorted(folder.rglob("*.wav"))
+    assert sorted(stored.files) == sorted(wav.relative_to(folder).as_posix() for wav in wavs)
+    extracted = np.stack([stored[wav.relative_to(folder).as_posix()] for wav in wavs])
+    reference = evaluation_embeddings(checkpoint, tiny_corpus, wavs).numpy()
+    spread = np.abs(reference - reference.mean(axis=0)).mean()
+    np.testing.assert_allclose(extracted, reference, rtol=0, atol=1e-4 * spread)
+    assert f"{len(wavs)} embeddings of size {reference.shape[1]}" in err
+
+
+def test_a_44_khz_stereo_copy_embeds_as_the_16_khz_file(checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
+    wav, other = corpus_wav(tiny_corpus, 0), corpus_wav(tiny_corpus, 9)
+    samples, rate = soundfile.read(wav, dtype="float32")
+    common = gcd(44_100, rate)
+    upsampled = resample_poly(samples, 44_100 // common, rate // common).astype(np.float32)
+    # The first channel is the one embedded: a second, unrelated channel must change nothing.
+    stereo = np.stack([upsampled, np.random.default_rng(0).normal(0, 0.3, upsampled.size)], axis=1)
+    soundfile.write(tmp_path / "copy.wav", stereo, 44_100, subtype="FLOAT")
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(f"{wav}\n{tmp_path / 'copy.wav'}\n{other}\n")
+    ok("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path / "out"), "--format", "npy",
+       str(listing), capsys=capsys, monkeypatch=monkeypatch)
+    original = np.load((tmp_path / "out").joinpath(*Path(str(wav)).parts[1:]).with_suffix(".npy"))
+    copy = np.load((tmp_path / "out").joinpath(*(tmp_path / "copy.npy").parts[1:]))
+    different = np.load((tmp_path / "out").joinpath(*Path(str(other)).parts[1:]).with_suffix(".npy"))
+    assert cosine(original, copy) >= 0.999
+    # Much closer to its original than another utterance is.
+    assert np.linalg.norm(original - copy) < 0.2 * np.linalg.norm(original - different)
+
+
+def test_score_trials_gives_the_eer_of_evaluate_verification(checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
+    cell = ["MODEL.INIT_CHANNELS", "8", "MODEL.LAYERS", "3", "DATASET.PARTIAL_N_FRAMES", str(WINDOW)]
+    ok("evaluate_verification.py", "--cfg", "exps/demo/scratch_veri.yaml", "--load_path", str(checkpoint),
+       "DATASET.DATA_DIR", str(tiny_corpus), "OUTPUT_DIR", str(tmp_path), *cell, capsys=capsys, monkeypatch=monkeypatch)
+    evaluation_dir = next((tmp_path / "logs_eval").iterdir())
+    evaluated = json.loads((evaluation_dir / "results.json").read_text())
+    ok("score_trials.py", "--load_path", str(checkpoint), "--trials", str(tiny_corpus / "veri_test.txt"),
+       "--audio_dir", str(tiny_corpus / "test" / "wav"), "--output", str(tmp_path / "scored"),
+       capsys=capsys, monkeypatch=monkeypatch)
+    scored = json.loads((tmp_path / "scored" / "results.json").read_text())
+    assert 5.0 < scored["eer"] < 95.0 and scored["trials"] == evaluated["trials"] == 90
+    assert scored["eer"] == evaluated["eer"]
+    assert scored["min_dcf_0.01"] == pytest.approx(evaluated["min_dcf_0.01"])
+    ours = [line.split() for line in (tmp_path / "scored" / "scores.txt").read_text().splitlines()]
+    theirs = [line.split() for line in (evaluation_dir / "scores.txt").read_text().splitlines()]
+    assert [row[1:] for row in ours] == [row[1:] for row in theirs]
+    np.testing.assert_allclose([float(r[0]) for r in ours], [float(r[0]) for r in theirs], atol=2e-6)
+    assert (tmp_path / "scored" / "det_curve.png").stat().st_size > 0
+
+
+def test_a_pair_prints_its_score_and_the_decision_at_the_eer_threshold(checkpoint, tiny_corpus, capsys, monkeypatch):
+    a, b = corpus_wav(tiny_corpus, 0), corpus_wav(tiny_corpus, 1)
+    out, _ = ok("score_trials.py", "--load_path", str(checkpoint), "--pair", str(a), str(b),
+                capsys=capsys, monkeypatch=monkeypatch)
+    score, decision = out.split()[:2]
+    reference = evaluation_embeddings(checkpoint, tiny_corpus, [a, b]).numpy()
+    assert float(score) == pytest.approx(cosine(*reference), abs=1e-5)
+    # The checkpoint's last verification put the EER at the score 0.25.
+    assert decision == ("same" if cosine(*reference) >= 0.25 else "different")
+
+
+def test_windows_of_the_exported_module_are_those_of_evaluation():
+    for n_frames in (1, 7, 49, 50, 51, 99, 100, 101, 150, 151, 1003):
+        expected = sliding_windows(np.arange(n_frames)[:, None], WINDOW)[..., 0]
+        assert np.array_equal(window_frame_indices(torch.tensor(n_frames), WINDOW).numpy(), expected), n_frames
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPORTERS))
+def test_exported_module_equals_eager_on_three_lengths(fmt, checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
+    output = tmp_path / f"model.{fmt}"
+    ok("export.py", "--load_path", str(checkpoint), "--format", fmt, "--output", str(output),
+       capsys=capsys, monkeypatch=monkeypatch)
+    args = type("Args", (), {"load_path": str(checkpoint), "cfg": None, "opts": [], "text_arch": None})()
+    model = load_trained_model(args)
+    embedder = WaveformEmbedder(model.frontend, model.network, WINDOW).eval()
+    report = compare_exported(embedder, EXPORTERS[fmt][1](output), check_lengths(WINDOW), seed=5)
+    for name, row in report.items():
+        assert row["min_cosine"] >= 0.9999 and row["max_abs_diff"] <= 1e-4, (name, row)
+
+
+def test_the_eager_waveform_module_embeds_as_evaluation_does(checkpoint, tiny_corpus):
+    args = type("Args", (), {"load_path": str(checkpoint), "cfg": None, "opts": [], "text_arch": None})()
+    model = load_trained_model(args)
+    embedder = WaveformEmbedder(model.frontend, model.network, WINDOW).eval()
+    wav = corpus_wav(tiny_corpus, 3)
+    with torch.no_grad():
+        eager = embedder(torch.from_numpy(soundfile.read(wav, dtype="float32")[0]).unsqueeze(0))[0].numpy()
+    reference = evaluation_embeddings(checkpoint, tiny_corpus, [wav])[0].numpy()
+    assert cosine(eager, reference) >= 0.99999
+
+
+# ----- bad input -----
+def test_unreadable_files_are_named_skipped_and_counted(checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    (folder / "good.wav").write_bytes(corpus_wav(tiny_corpus).read_bytes())
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "notes.flac").write_text("not audio at all")
+    soundfile.write(folder / "click.wav", np.ones(100, dtype=np.float32) * 0.1, 16_000)
+    listing = tmp_path / "list.txt"
+    listing.write_text("audio/good.wav\naudio/missing.wav\n")
+    _, err = ok("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path / "out"),
+                "--audio_dir", str(tmp_path), str(folder), str(listing), capsys=capsys, monkeypatch=monkeypatch)
+    assert "4 skipped: 1 empty, 1 missing, 1 too short, 1 unreadable" in err
+    for name in ("empty.wav", "notes.flac", "click.wav", "missing.wav"):
+        assert f"skipped {folder / name if name != 'missing.wav' else 'audio/missing.wav'}" in err, name
+    assert sorted(np.load(tmp_path / "out" / "embeddings.npz").files) == ["audio/good.wav", "good.wav"]
+    (folder / "good.wav").unlink()
+    line = error_line("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path / "out"),
+                      str(folder), capsys=capsys, monkeypatch=monkeypatch)
+    assert line == "error: none of the 3 files could be read as audio (3 skipped: 1 empty, 1 too short, 1 unreadable)"
+    line = error_line("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path / "out"),
+                      str(tmp_path / "nowhere.wav"), str(tmp_path / "gone"), capsys=capsys, monkeypatch=monkeypatch)
+    assert line == f"error: no audio files among the inputs (2 named that do not exist, e.g. {tmp_path / 'nowhere.wav'})"
+
+
+def test_trial_lines_of_the_wrong_shape_are_named_by_file_and_line(checkpoint, tmp_path, capsys, monkeypatch):
+    trials = tmp_path / "trials.txt"
+    for text, expected in [("1 a.wav b.wav\n1 a.wav\n", "trials.txt:2: malformed line"),
+                           ("1 a.wav b.wav\nb.wav c.wav\n", "trials.txt:2: malformed line, expected '<1|0>"),
+                           ("2 a.wav b.wav\n", "trials.txt:1: malformed line")]:
+        trials.write_text(text)
+        line = error_line("score_trials.py", "--load_path", str(checkpoint), "--trials", str(trials), "--output",
+                          str(tmp_path / "out"), capsys=capsys, monkeypatch=monkeypatch)
+        assert expected in line, line
+    trials.write_text("1 a.wav b.wav\n")
+    line = error_line("score_trials.py", "--load_path", str(checkpoint), "--trials", str(trials), "--audio_dir",
+                      str(tmp_path), "--output", str(tmp_path / "out"), capsys=capsys, monkeypatch=monkeypatch)
+    assert "none of its 1 trials has both audio files" in line
+
+
+def _without(checkpoint: Path, tmp_path: Path, *keys: str) -> Path:
+    state = torch.load(checkpoint, weights_only=False)
+    for key in keys:
+        del state[key]
+    path = tmp_path / f"without_{'_'.join(keys)}.pth"
+    save_checkpoint(state, path)
+    return path
+
+
+def test_checkpoints_missing_their_recipe_say_what_to_pass(checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
+    old = _without(checkpoint, tmp_path, "config", "feature_stats")
+    args = ["--output", str(tmp_path / "out"), str(corpus_wav(tiny_corpus))]
+    line = error_line("extract_embeddings.py", "--load_path", str(old), *args, capsys=capsys, monkeypatch=monkeypatch)
+    assert "carries no recipe" in line and "--cfg" in line
+    cell = ["MODEL.INIT_CHANNELS", "8", "MODEL.LAYERS", "3", "DATASET.PARTIAL_N_FRAMES", str(WINDOW)]
+    line = error_line("extract_embeddings.py", "--load_path", str(old), "--cfg", "exps/scratch/scratch_veri.yaml",
+                      *args, *cell, capsys=capsys, monkeypatch=monkeypatch)
+    assert "carries no feature statistics" in line and "--stats DATA_DIR" in line
+    ok("extract_embeddings.py", "--load_path", str(old), "--cfg", "exps/scratch/scratch_veri.yaml", "--stats",
+       str(tiny_corpus), *args, *cell, "MODEL.NUM_CLASSES", "0", capsys=capsys, monkeypatch=monkeypatch)
+    line = error_line("export.py", "--load_path", str(old), "--cfg", "exps/scratch/scratch_veri.yaml", "--stats",
+                      str(tmp_path), "--format", "onnx", "--output", str(tmp_path / "m.onnx"), *cell,
+                      capsys=capsys, monkeypatch=monkeypatch)
+    assert f"{tmp_path / 'mean.npy'} not found" in line
+
+
+def test_published_checkpoint_embeds_with_cfg_and_stats(fixtures_dir, tiny_corpus, tmp_path, capsys, monkeypatch):
+    ok("extract_embeddings.py", "--load_path", str(fixtures_dir / "genotype_net_C8_L3_K10.pth"), "--cfg",
+       "exps/scratch/scratch_veri.yaml", "--stats", str(tiny_corpus), "--output", str(tmp_path),
+       str(corpus_wav(tiny_corpus)), "MODEL.INIT_CHANNELS", "8", "MODEL.LAYERS", "3", "MODEL.NUM_CLASSES", "10",
+       capsys=capsys, monkeypatch=monkeypatch)
+    assert np.load(tmp_path / "embeddings.npz")[str(corpus_wav(tiny_corpus))].shape == (128,)
+
+
+def test_unwritable_output_and_search_checkpoints_are_refused(checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    line = error_line("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(blocker / "out"),
+                      str(corpus_wav(tiny_corpus)), capsys=capsys, monkeypatch=monkeypatch)
+    assert line.startswith(f"error: output folder {blocker / 'out'} is not writable")
+    line = error_line("export.py", "--load_path", str(checkpoint), "--format", "onnx", "--output",
+                      str(blocker / "model.onnx"), capsys=capsys, monkeypatch=monkeypatch)
+    assert "is not writable" in line
+    cfg = get_default_config()
+    cfg.MODEL.NAME, cfg.MODEL.INIT_CHANNELS, cfg.MODEL.LAYERS = "model_search", 4, 2
+    search = tmp_path / "search.pth"
+    save_checkpoint({"epoch": 1, "state_dict": build_model(cfg, 7).state_dict(), "config": cfg.dump()}, search)
+    line = error_line("score_trials.py", "--load_path", str(search), "--pair", "a.wav", "b.wav",
+                      capsys=capsys, monkeypatch=monkeypatch)
+    assert "search network" in line and "derive its genotype" in line
