@@ -147,10 +147,12 @@ def sliding_sample_windows(samples: np.ndarray, n_frames: int) -> np.ndarray:
     """The samples of the windows of n_frames frames, hop n_frames // 2, stacked [N, samples_for_frames(n_frames)];
     an utterance not longer than a window is first tiled until it is longer (as data_objects.datasets.sliding_windows
     does with frames)."""
+    frames = frame_count(len(samples))
     repeats = 1
-    while frame_count(len(samples) * repeats) <= n_frames:
+    while frames * repeats <= n_frames:
         repeats *= 2
-    samples = tile(samples, len(samples) * repeats)
+    if repeats > 1:
+        samples = tile(samples, samples_for_frames(frames * repeats))
     hop = max(n_frames // 2, 1)
     width = samples_for_frames(n_frames)
     starts = range(0, frame_count(len(samples)) - n_frames + 1, hop)
