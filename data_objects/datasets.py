@@ -202,40 +202,40 @@ class UtteranceWindowsDataset(_NormalizedFeatures):
 class AudioWindowsDataset(Dataset):
     """Test items computed from audio files: (float32 tensor [N, partial_n_frames, bins] of windows, position).
 
-    Each file is read at any rate and resampled to 16 kHz, from its first channel; `featurize` turns the samples
-    into normalised features [T, bins], which are windowed as UtteranceWindowsDataset windows them. A file that
-    cannot become features (not audio, empty, too short for an STFT) gives N = 0 windows; `failure` says why.
+    Each file is read at any rate and resampled to 16 kHz, from its first channel; `windows` turns the samples
+    into the normalised features of the recipe's evaluation windows [N, partial_n_frames, bins]. A file that
+    cannot (not audio, empty, too short for an STFT) gives N = 0 windows; `failure` says why.
     """
 
     def __init__(
         self,
         paths: Sequence[str | os.PathLike],
-        featurize: Callable[[np.ndarray], np.ndarray],
+        windows: Callable[[np.ndarray], np.ndarray],
         bins: int,
         partial_n_frames: int = PARTIAL_N_FRAMES,
     ) -> None:
         self.paths = [Path(p) for p in paths]
-        self.featurize, self.bins, self.partial_n_frames = featurize, bins, partial_n_frames
+        self.windows, self.bins, self.partial_n_frames = windows, bins, partial_n_frames
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def features(self, index: int) -> np.ndarray:
+    def utterance_windows(self, index: int) -> np.ndarray:
         samples = load_waveform(self.paths[index], first_channel_only=True).samples
         check_length(samples, path=self.paths[index])
-        return self.featurize(samples)
+        return self.windows(samples)
 
     def failure(self, index: int) -> AudioError | None:
         """Why file `index` gives no windows, or None if it gives some."""
         try:
-            self.features(index)
+            self.utterance_windows(index)
         except AudioError as error:
             return error
         return None
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         try:
-            windows = sliding_windows(self.features(index), self.partial_n_frames)
+            windows = self.utterance_windows(index)
         except AudioError:
             windows = np.zeros((0, self.partial_n_frames, self.bins), dtype=np.float32)
         return torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)), index

@@ -2,7 +2,7 @@
 
 A checkpoint written by training carries the config, the genotype and the feature statistics; older ones and
 the authors' released ones are completed from the command line. Embeddings are computed as evaluation
-computes them (the same windows, the same mean over windows, the same chunks shared between processes), from
+computes them (each recipe's windows, the mean over windows, the same chunks shared between processes), from
 audio files read at any rate and resampled to 16 kHz instead of from preprocessed features.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from functions.experiment import FEATURE_STATS_KEY, checkpoint_file, model_state
 from models import MODEL_NAMES, build_model
 from models.frontends import build_frontend, check_frontend_name
 from models.genotypes import Genotype, GenotypeError, load_genotype
+from models.waveform_embedder import WaveformEmbedder, build_windowing
 from utils.checkpoint import load_checkpoint, load_state_dict_strict
 from utils.config import ConfigError, get_default_config, merge_config_text, update_config
 from utils.run_logging import get_logger
@@ -36,30 +37,35 @@ LIST_SUFFIXES = (".txt", ".lst", ".list", ".scp")
 
 @dataclass
 class TrainedModel:
-    """A network in eval mode, with the front-end that turns a 16 kHz waveform into its input."""
+    """A network in eval mode, with what cuts a 16 kHz waveform into its input windows as evaluation does."""
 
     cfg: CfgNode
     network: nn.Module
-    frontend: nn.Module
+    # waveform [B, samples] -> windows [B, N, PARTIAL_N_FRAMES, feature_dim] (models/waveform_embedder.py)
+    windowing: nn.Module
+    feature_dim: int
     checkpoint: Path
     # Score at the EER of the last verification run during training; None when the checkpoint has none.
     eer_threshold: float | None
 
     def audio_dataset(self, paths: Sequence[Path]) -> AudioWindowsDataset:
-        return AudioWindowsDataset(paths, FrontendFeatures(self.frontend), self.frontend.feature_dim,
+        return AudioWindowsDataset(paths, UtteranceWindows(self.windowing), self.feature_dim,
                                    self.cfg.DATASET.PARTIAL_N_FRAMES)
 
+    def embedder(self) -> WaveformEmbedder:
+        return WaveformEmbedder(self.windowing, self.network).eval()
 
-class FrontendFeatures:
-    """A front-end applied to one waveform: float32 samples [n] -> features [T, F] (a picklable callable, for
-    DataLoader workers)."""
 
-    def __init__(self, frontend: nn.Module) -> None:
-        self.frontend = frontend
+class UtteranceWindows:
+    """A windowing module applied to one waveform: float32 samples [n] -> windows [N, frames, F] (a picklable
+    callable, for DataLoader workers)."""
+
+    def __init__(self, windowing: nn.Module) -> None:
+        self.windowing = windowing
 
     @torch.no_grad()
     def __call__(self, samples: np.ndarray) -> np.ndarray:
-        return self.frontend(torch.from_numpy(samples).unsqueeze(0))[0].numpy()
+        return self.windowing(torch.from_numpy(samples).unsqueeze(0))[0].numpy()
 
 
 def _inference_config(checkpoint: dict, args, path: Path) -> CfgNode:
@@ -123,12 +129,13 @@ def load_trained_model(args) -> TrainedModel:
                           "network with train_verification.py --text_arch GENOTYPE first")
     genotype = _genotype(cfg, args, checkpoint)
     frontend = _frontend(cfg, args, checkpoint, path)
+    windowing = build_windowing(cfg, frontend).eval()
     rows = state.get("classifier.weight")
     num_classes = cfg.MODEL.NUM_CLASSES or (rows.shape[0] if rows is not None else 0)
     network = build_model(cfg, num_classes, genotype)
     load_state_dict_strict(network, state)
     network.eval()
-    return TrainedModel(cfg, network, frontend, path, _last_eer_threshold(checkpoint))
+    return TrainedModel(cfg, network, windowing, frontend.feature_dim, path, _last_eer_threshold(checkpoint))
 
 
 # ----- inputs -----

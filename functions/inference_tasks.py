@@ -214,7 +214,7 @@ def run_export(args) -> int:
     ensure_writable_dir(output.parent)
     write, load = EXPORTERS[args.format]
     window = model.cfg.DATASET.PARTIAL_N_FRAMES
-    embedder = WaveformEmbedder(model.frontend, model.network, window).eval()
+    embedder = model.embedder()
     lengths = check_lengths(window)
     example = 0.1 * torch.randn(1, lengths["many windows"], generator=torch.Generator().manual_seed(1))
     write(embedder, example, output)

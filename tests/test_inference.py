@@ -19,8 +19,9 @@ import soundfile
 import torch
 from scipy.signal import resample_poly
 
-from data_objects.datasets import SpectrogramDataset, UtteranceWindowsDataset
+from data_objects.datasets import SpectrogramDataset, UtteranceWindowsDataset, sliding_windows
 from data_objects.voxceleb import feature_name
+from data_objects.wav_datasets import WavWindowsDataset, sliding_sample_windows
 from functions.distributed import single_process
 from functions.evaluation import embed_utterances
 from functions.experiment import KNOWN_ERRORS, inference_recipe
@@ -28,8 +29,8 @@ from functions.export import EXPORTERS
 from functions.inference import load_trained_model
 from functions.inference_tasks import check_lengths, compare_exported
 from models import AUTOSPEECH, build_model
-from models.waveform_embedder import WaveformEmbedder, window_frame_indices
-from data_objects.datasets import sliding_windows
+from models.frontends import build_frontend
+from models.waveform_embedder import window_frame_indices, window_sample_indices
 from utils.checkpoint import save_checkpoint
 from utils.cli import run_main
 from utils.config import get_default_config
@@ -75,26 +76,29 @@ def _config(corpus: Path):
     return cfg
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tiny_corpus, tmp_path_factory) -> Path:
-    """A checkpoint as training writes it (config, genotype, feature statistics, a verification in its history)."""
-    cfg = _config(tiny_corpus)
-    train_set = SpectrogramDataset(tiny_corpus, "dev", None, WINDOW)
+def _save_calibrated(cfg, num_classes: int, batch: torch.Tensor, extras: dict, path: Path) -> Path:
+    """A network whose batch-norm statistics are the averages over `batch`, saved as training saves it."""
     torch.manual_seed(0)
-    network = build_model(cfg, train_set.num_classes, AUTOSPEECH)
-    batch = torch.stack([train_set[i][0] for i in range(0, len(train_set), 2)])
+    network = build_model(cfg, num_classes, AUTOSPEECH)
     for module in network.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.reset_running_stats()
             module.momentum = None  # a plain average over the calibration pass
     with torch.no_grad():
         network.train()(batch)
-    state = {"epoch": 1, "state_dict": network.state_dict(), "config": cfg.dump(),
-             "history": [{"epoch": 0, "eer": 20.0, "eer_threshold": 0.25}],
-             **inference_recipe(AUTOSPEECH, train_set)}
-    path = tmp_path_factory.mktemp("model") / "checkpoint_last.pth"
-    save_checkpoint(state, path)
+    save_checkpoint({"epoch": 1, "state_dict": network.state_dict(), "config": cfg.dump(),
+                     "history": [{"epoch": 0, "eer": 20.0, "eer_threshold": 0.25}], **extras}, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_corpus, tmp_path_factory) -> Path:
+    """A checkpoint as training writes it (config, genotype, feature statistics, a verification in its history)."""
+    train_set = SpectrogramDataset(tiny_corpus, "dev", None, WINDOW)
+    batch = torch.stack([train_set[i][0] for i in range(0, len(train_set), 2)])
+    return _save_calibrated(_config(tiny_corpus), train_set.num_classes, batch,
+                            inference_recipe(AUTOSPEECH, train_set),
+                            tmp_path_factory.mktemp("model") / "checkpoint_last.pth")
 
 
 def evaluation_embeddings(checkpoint: Path, corpus: Path, wavs: list[Path]) -> torch.Tensor:
@@ -183,6 +187,27 @@ def test_windows_of_the_exported_module_are_those_of_evaluation():
     for n_frames in (1, 7, 49, 50, 51, 99, 100, 101, 150, 151, 1003):
         expected = sliding_windows(np.arange(n_frames)[:, None], WINDOW)[..., 0]
         assert np.array_equal(window_frame_indices(torch.tensor(n_frames), WINDOW).numpy(), expected), n_frames
+    for n_samples in (257, 1000, 7999, 8000, 15840, 15999, 16000, 16160, 24000, 160_321):
+        expected = sliding_sample_windows(np.arange(n_samples), WINDOW)
+        got = window_sample_indices(torch.tensor(n_samples), WINDOW).numpy()
+        assert np.array_equal(got, expected), n_samples
+
+
+def test_fbank_model_embeds_files_as_its_evaluation_does(tiny_corpus, tmp_path, capsys, monkeypatch):
+    cfg = _config(tiny_corpus)
+    cfg.DATASET.FEATURES = "fbank"
+    frontend = build_frontend(cfg)
+    wavs = sorted((tiny_corpus / "test" / "wav").rglob("*.wav"))[:4]
+    evaluation = WavWindowsDataset(wavs, range(len(wavs)), frontend, WINDOW)
+    path = _save_calibrated(cfg, 7, torch.cat([evaluation[i][0] for i in range(len(wavs))]),
+                            {"genotype": AUTOSPEECH}, tmp_path / "fbank.pth")
+    ok("extract_embeddings.py", "--load_path", str(path), "--output", str(tmp_path), *map(str, wavs),
+       capsys=capsys, monkeypatch=monkeypatch)
+    stored = np.load(tmp_path / "embeddings.npz")
+    args = type("Args", (), {"load_path": str(path), "cfg": None, "opts": [], "text_arch": None})()
+    reference = embed_utterances(load_trained_model(args).network, evaluation, single_process())[0].numpy()
+    spread = np.abs(reference - reference.mean(axis=0)).mean()
+    np.testing.assert_allclose(np.stack([stored[str(w)] for w in wavs]), reference, rtol=0, atol=1e-4 * spread)
 
 
 @pytest.mark.parametrize("fmt", sorted(EXPORTERS))
@@ -192,7 +217,7 @@ def test_exported_module_equals_eager_on_three_lengths(fmt, checkpoint, tiny_cor
        capsys=capsys, monkeypatch=monkeypatch)
     args = type("Args", (), {"load_path": str(checkpoint), "cfg": None, "opts": [], "text_arch": None})()
     model = load_trained_model(args)
-    embedder = WaveformEmbedder(model.frontend, model.network, WINDOW).eval()
+    embedder = model.embedder()
     report = compare_exported(embedder, EXPORTERS[fmt][1](output), check_lengths(WINDOW), seed=5)
     for name, row in report.items():
         assert row["min_cosine"] >= 0.9999 and row["max_abs_diff"] <= 1e-4, (name, row)
@@ -201,7 +226,7 @@ def test_exported_module_equals_eager_on_three_lengths(fmt, checkpoint, tiny_cor
 def test_the_eager_waveform_module_embeds_as_evaluation_does(checkpoint, tiny_corpus):
     args = type("Args", (), {"load_path": str(checkpoint), "cfg": None, "opts": [], "text_arch": None})()
     model = load_trained_model(args)
-    embedder = WaveformEmbedder(model.frontend, model.network, WINDOW).eval()
+    embedder = model.embedder()
     wav = corpus_wav(tiny_corpus, 3)
     with torch.no_grad():
         eager = embedder(torch.from_numpy(soundfile.read(wav, dtype="float32")[0]).unsqueeze(0))[0].numpy()
