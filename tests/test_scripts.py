@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from models.genotypes import AUTOSPEECH, genotype_to_text, parse_genotype
@@ -79,6 +80,12 @@ def test_train_and_evaluate_verification_writes_scores_and_det_curve(tiny_corpus
     run = only_run(tmp_path / "logs_scratch")
     results = json.loads((run / "results.json").read_text())
     assert 0.0 <= results["last_epoch"]["eer"] <= 100.0
+    # The checkpoint embeds raw audio on its own: config, genotype, feature statistics, the last EER threshold.
+    checkpoint = load_checkpoint(run / "Model" / "checkpoint_last.pth")
+    assert checkpoint["genotype"] == AUTOSPEECH and "MODEL" in checkpoint["config"]
+    assert np.array_equal(checkpoint["feature_stats"]["mean"].numpy(), np.load(tiny_corpus / "mean.npy"))
+    assert np.array_equal(checkpoint["feature_stats"]["std"].numpy(), np.load(tiny_corpus / "std.npy"))
+    assert -1.0 <= checkpoint["history"][-1]["eer_threshold"] <= 1.0
     run_script("evaluate_verification.py", "--cfg", "exps/demo/scratch_veri.yaml", "--load_path",
                str(run / "Model" / "checkpoint_last.pth"), *small(tiny_corpus, tmp_path, *TINY_CELL))
     evaluation_dir = only_run(tmp_path / "logs_eval")
