@@ -8,7 +8,7 @@ from torch import nn
 
 from models.genotypes import Genotype, validate_genotype
 from models.operations import OPS, FactorizedReduce, Identity, ReLUConvBN, drop_path
-from models.speaker_head import HeadSpec, SpeakerHead
+from models.speaker_head import HeadSpec, SpeakerHead, halved
 
 
 class GenotypeCell(nn.Module):
@@ -86,6 +86,10 @@ class GenotypeNetwork(SpeakerHead, nn.Module):
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
         self.attach_head(C_prev, num_classes, head)
+
+    def last_map_bins(self, n_features: int) -> int:
+        """The three stride-2 stem convolutions and each reduction cell halve the frequency axis."""
+        return halved(n_features, 3 + sum(cell.reduction for cell in self.cells))
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         drop_prob = self.drop_path_prob if self.training else 0.0

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet, ResNet18_Weights, ResNet34_Weights
 
-from models.speaker_head import HeadSpec, SpeakerHead
+from models.speaker_head import HeadSpec, SpeakerHead, halved
 from utils.config import ConfigError
 
 IMAGENET_WEIGHTS = {
@@ -45,6 +45,10 @@ class SpeakerResNet(SpeakerHead, ResNet):
         # torchvision's average pooling and classifier give way to the configured head.
         del self.fc, self.avgpool
         self.attach_head(512 * BasicBlock.expansion, num_classes, head)
+
+    def last_map_bins(self, n_features: int) -> int:
+        """conv1 (kernel 7, stride 2, padding 2), then the max pooling and three stride-2 stages."""
+        return halved((n_features - 3) // 2 + 1, 4)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x.unsqueeze(1)))))

@@ -30,7 +30,7 @@ from torch import nn
 from models.genotypes import Genotype
 from models.operations import OPS, FactorizedReduce, ReLUConvBN, drop_path
 from models.search_spaces import NUM_EDGES, NUM_NODES, SearchSpace, get_search_space
-from models.speaker_head import HeadSpec, SpeakerHead
+from models.speaker_head import HeadSpec, SpeakerHead, halved
 
 CONCAT = range(2, 2 + NUM_NODES)
 
@@ -194,10 +194,9 @@ class SearchNetwork(SpeakerHead, nn.Module):
         }
         return hard_gumbel_softmax(torch.stack([log_probs[cell.reduction] for cell in self.cells]), 1.0, generator)
 
-    def probe_feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The head is built before the alphas: the probe runs every cell on uniform edge weights."""
-        uniform = x.new_full((len(self.cells), NUM_EDGES, self.space.num_ops), 1.0 / self.space.num_ops)
-        return self.feature_map(x, uniform)
+    def last_map_bins(self, n_features: int) -> int:
+        """The stem's max pooling and each reduction cell halve the frequency axis."""
+        return halved(n_features, 1 + sum(cell.reduction for cell in self.cells))
 
     def feature_map(self, x: torch.Tensor, cell_weights: torch.Tensor | None = None) -> torch.Tensor:
         """`cell_weights` ([cells, 14, ops], from `sample_cell_weights`) fixes the sample; by default one is drawn."""

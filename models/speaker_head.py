@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import torch
 from torch import nn
 from yacs.config import CfgNode
@@ -17,8 +19,13 @@ from models.losses import build_classifier
 from models.pooling import build_pooling
 
 SPECTROGRAM_BINS = 257
-# Frames of the probe that measures the last feature map: every network downsamples time by at most 32.
-PROBE_FRAMES = 64
+
+
+def halved(bins: int, times: int) -> int:
+    """Bins left after `times` stride-2 layers padded to keep ceil(bins / 2)."""
+    for _ in range(times):
+        bins = math.ceil(bins / 2)
+    return bins
 
 
 def feature_dimension(cfg: CfgNode) -> int:
@@ -39,15 +46,15 @@ class HeadSpec:
 
 
 class SpeakerHead:
-    """Mixin of the networks: they define `feature_map(x)` ([B, T, F] -> [B, C, T', F']) and call `attach_head`.
+    """Mixin of the networks: they define `feature_map(x)` ([B, T, F] -> [B, C, T', F']) and `last_map_bins(F)`
+    (F', from the strides of the trunk), and call `attach_head` once the trunk is built.
 
     train mode: `forward(x)` gives the classifier's outputs; eval mode: the embedding (`forward_classifier` gives
     the classifier's outputs from it).
     """
 
     def attach_head(self, channels: int, num_classes: int, head: HeadSpec) -> None:
-        bins = self._last_map_bins(head.n_features)
-        self.global_pooling = build_pooling(head.pooling, channels, bins)
+        self.global_pooling = build_pooling(head.pooling, channels, self.last_map_bins(head.n_features))
         pooled = self.global_pooling.output_size
         if head.embedding_dim > 0:
             self.embedding = nn.Sequential(nn.Linear(pooled, head.embedding_dim), nn.BatchNorm1d(head.embedding_dim))
@@ -56,20 +63,6 @@ class SpeakerHead:
             self.embedding = None
             self.embedding_size = pooled
         self.classifier = build_classifier(head.loss, self.embedding_size, num_classes)
-
-    def _last_map_bins(self, n_features: int) -> int:
-        """Frequency bins of the last feature map, from a forward of zeros that leaves no trace: the random state
-        is restored and batch norms, in eval mode, keep their statistics."""
-        was_training = self.training
-        self.eval()
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            bins = self.probe_feature_map(torch.zeros(1, PROBE_FRAMES, n_features)).size(3)
-        self.train(was_training)
-        return bins
-
-    def probe_feature_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The feature map of `x` while the head is being built (a network whose forward needs more overrides it)."""
-        return self.feature_map(x)
 
     def embed(self, feature_map: torch.Tensor) -> torch.Tensor:
         pooled = self.global_pooling(feature_map)
