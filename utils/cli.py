@@ -66,7 +66,8 @@ def build_parser(
             "--text_arch",
             help="the genotype: its text (as printed by search.py), a file holding the text, or a checkpoint",
         )
-    starts = parser.add_mutually_exclusive_group()
+    # A required --load_path (evaluation) has no alternative to exclude.
+    starts = parser if load_path_required else parser.add_mutually_exclusive_group()
     if load_path:
         starts.add_argument("--load_path", help=load_path, required=load_path_required)
     if init_from:
