@@ -201,3 +201,40 @@ def compute_features(
     samples = prepare_waveform(path, vad=vad).samples
     check_length(samples, min_frames, path)
     return spectrogram(samples, pad_mode=pad_mode)
+
+
+def audio_length(path: str | os.PathLike) -> int:
+    """Samples of an audio file at 16 kHz, from its header alone."""
+    info = _audio_info(path)
+    return info.frames if info.samplerate == SAMPLE_RATE else info.frames * SAMPLE_RATE // info.samplerate
+
+
+def _audio_info(path: str | os.PathLike):
+    try:
+        info = soundfile.info(os.fspath(path))
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+        raise AudioError("unreadable", f"{path}: unreadable audio ({str(error).splitlines()[0]})") from None
+    if info.frames == 0:
+        raise AudioError("empty", f"{path}: no audio samples")
+    return info
+
+
+def read_span(path: str | os.PathLike, start: int, count: int) -> np.ndarray:
+    """`count` mono float32 samples at 16 kHz from sample `start` on (fewer at the end of the file), reading only
+    the bytes of that span (a seek, then a read of its frames; files at another rate: the same span, resampled)."""
+    info = _audio_info(path)
+    rate = info.samplerate
+    source_start, source_count = start * rate // SAMPLE_RATE, -(-count * rate // SAMPLE_RATE)
+    try:
+        with soundfile.SoundFile(os.fspath(path)) as handle:
+            handle.seek(min(source_start, info.frames))
+            samples = handle.read(source_count, dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+        raise AudioError("unreadable", f"{path}: unreadable audio ({str(error).splitlines()[0]})") from None
+    mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
+    if rate != SAMPLE_RATE and len(mono):
+        from scipy.signal import resample_poly
+
+        common = gcd(SAMPLE_RATE, rate)
+        mono = resample_poly(mono, SAMPLE_RATE // common, rate // common).astype(np.float32)
+    return np.ascontiguousarray(mono[:count])

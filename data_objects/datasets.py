@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -124,8 +124,9 @@ class SpectrogramDataset(_NormalizedFeatures):
     """Training items: (float32 tensor [partial_n_frames, 257], class index).
 
     A random window (tiled by doubling when the utterance is shorter), normalised with DATA_DIR/mean.npy and
-    std.npy, then reversed in time with probability 0.5. `partition` None takes every utterance of the
-    sub-folder (verification trains on all of `dev`); 'train', 'val' or 'test' take that part of `merged`.
+    std.npy, masked by `feature_augmentation` when one is given (SpecAugment), then reversed in time with
+    probability 0.5. `partition` None takes every utterance of the sub-folder (verification trains on all of
+    `dev`); 'train', 'val' or 'test' take that part of `merged`.
     """
 
     def __init__(
@@ -134,10 +135,12 @@ class SpectrogramDataset(_NormalizedFeatures):
         sub_dir: str = voxceleb.MERGED,
         partition: str | None = None,
         partial_n_frames: int = PARTIAL_N_FRAMES,
+        feature_augmentation: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__(data_dir, partial_n_frames)
         self.root = feature_root(data_dir, sub_dir)
         self.partition = partition
+        self.feature_augmentation = feature_augmentation
         self.classes, self.utterances = speaker_utterances(self.root, partition)
         self.num_classes = len(self.classes)
 
@@ -146,10 +149,13 @@ class SpectrogramDataset(_NormalizedFeatures):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.utterances[index]
-        window = self.normalize(random_window(load_features(path), self.partial_n_frames))
+        window = torch.from_numpy(np.ascontiguousarray(
+            self.normalize(random_window(load_features(path), self.partial_n_frames))))
+        if self.feature_augmentation is not None:
+            window = self.feature_augmentation(window)
         if torch.rand(()).item() < 0.5:
-            window = window[::-1]
-        return torch.from_numpy(np.ascontiguousarray(window)), label
+            window = window.flip(0)
+        return window, label
 
 
 class UtteranceWindowsDataset(_NormalizedFeatures):
@@ -206,7 +212,7 @@ class TrialList:
         self.data_dir = Path(data_dir)
         path = Path(trials_file)
         self.path = path if path.is_absolute() or path.exists() else self.data_dir / path
-        root = self.data_dir / voxceleb.FEATURE_DIR / sub_dir
+        root = self.utterance_root(sub_dir)
         trials = voxceleb.read_trials(self.path)
         if not trials:
             raise DataError(f"{self.path} holds no trials")
@@ -220,15 +226,13 @@ class TrialList:
             pair = (trial.first, trial.second)
             for utterance in pair:
                 if utterance not in exists:
-                    speaker, npy_name = voxceleb.feature_name(utterance)
-                    exists[utterance] = (root / speaker / npy_name).is_file()
+                    exists[utterance] = self.locate(root, utterance).is_file()
             if not all(exists[u] for u in pair):
                 continue
             for utterance in pair:
                 if utterance not in position:
                     position[utterance] = len(self.paths)
-                    speaker, npy_name = voxceleb.feature_name(utterance)
-                    self.paths.append(root / speaker / npy_name)
+                    self.paths.append(self.locate(root, utterance))
             labels.append(trial.label)
             first.append(position[trial.first])
             second.append(position[trial.second])
@@ -236,11 +240,21 @@ class TrialList:
             self.second_paths.append(trial.second)
         self.skipped = len(trials) - len(labels)
         if not labels:
-            raise DataError(f"{self.path}: none of its {len(trials)} trials has both feature files in {root}; "
-                            f"run data_preprocess.py first")
+            raise DataError(f"{self.path}: none of its {len(trials)} trials has both {self.missing_hint(root)}")
         self.labels = np.asarray(labels, dtype=np.int64)
         self.first = np.asarray(first, dtype=np.int64)
         self.second = np.asarray(second, dtype=np.int64)
+
+    def utterance_root(self, sub_dir: str) -> Path:
+        return self.data_dir / voxceleb.FEATURE_DIR / sub_dir
+
+    def locate(self, root: Path, utterance: str) -> Path:
+        """The file of '<speaker>/<video>/<utterance>.wav' under `root`."""
+        speaker, npy_name = voxceleb.feature_name(utterance)
+        return root / speaker / npy_name
+
+    def missing_hint(self, root: Path) -> str:
+        return f"feature files in {root}; run data_preprocess.py first"
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -11,16 +11,20 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from yacs.config import CfgNode
 
-from data_objects.datasets import SpectrogramDataset, TrialList, UtteranceWindowsDataset
+from data_objects.augmentation import check_augment_config
+from data_objects.datasets import TrialList
 from data_objects.errors import DataError
+from data_objects.sources import feature_source
 from functions.distributed import DistributedContext, broadcast_object, init_distributed
 from functions.evaluation import CohortScoring, evaluate_identification, evaluate_verification
 from functions.score_norm import SCORE_NORMS, score_normalisation
 from functions.run_directory import RunDirectory, RunDirectoryError
 from functions.trainer import NonFiniteLossError, Selection, TrainingInterrupted
 from models import MODEL_NAMES, build_model
+from models.frontends import check_frontend_name
 from models.genotypes import Genotype, GenotypeError, genotype_to_text
 from models.losses import LOSSES
 from models.pooling import POOLINGS
@@ -123,6 +127,8 @@ def load_config(args) -> CfgNode:
         raise ConfigError(
             f"unknown MODEL.SEARCH_SPACE '{cfg.MODEL.SEARCH_SPACE}'; valid names: {', '.join(SEARCH_SPACES)}"
         )
+    check_frontend_name(cfg.DATASET.FEATURES)
+    check_augment_config(cfg)
     if not cfg.DATASET.DATA_DIR:
         raise ConfigError("DATASET.DATA_DIR is not set; add `DATASET.DATA_DIR /path/to/VoxCeleb1` to the command")
     if not Path(cfg.DATASET.DATA_DIR).is_dir():
@@ -174,17 +180,17 @@ def adam(cfg: CfgNode, parameters) -> torch.optim.Adam:
                             weight_decay=cfg.TRAIN.WD)
 
 
-# ----- data -----
-def identification_train_set(cfg: CfgNode, partition: str = "train") -> SpectrogramDataset:
-    return SpectrogramDataset(cfg.DATASET.DATA_DIR, cfg.DATASET.SUB_DIR, partition, cfg.DATASET.PARTIAL_N_FRAMES)
+# ----- data: from the source DATASET.FEATURES names (data_objects/sources.py) -----
+def identification_train_set(cfg: CfgNode, partition: str = "train") -> Dataset:
+    return feature_source(cfg).identification_train_set(partition)
 
 
-def identification_test_set(cfg: CfgNode, partition: str) -> UtteranceWindowsDataset:
-    return UtteranceWindowsDataset(cfg.DATASET.DATA_DIR, cfg.DATASET.SUB_DIR, partition, cfg.DATASET.PARTIAL_N_FRAMES)
+def identification_test_set(cfg: CfgNode, partition: str) -> Dataset:
+    return feature_source(cfg).identification_test_set(partition)
 
 
-def verification_train_set(cfg: CfgNode) -> SpectrogramDataset:
-    return SpectrogramDataset(cfg.DATASET.DATA_DIR, "dev", None, cfg.DATASET.PARTIAL_N_FRAMES)
+def verification_train_set(cfg: CfgNode) -> Dataset:
+    return feature_source(cfg).verification_train_set()
 
 
 def cohort_scoring(cfg: CfgNode) -> CohortScoring | None:
@@ -198,7 +204,7 @@ def cohort_scoring(cfg: CfgNode) -> CohortScoring | None:
 
 def trial_list(cfg: CfgNode, trials: str | None = None) -> TrialList:
     """DATASET.TRIALS (or `trials`), relative to DATASET.DATA_DIR unless it is absolute or exists as given."""
-    return TrialList(cfg.DATASET.DATA_DIR, trials or cfg.DATASET.TRIALS)
+    return feature_source(cfg).trial_list(trials or cfg.DATASET.TRIALS)
 
 
 # ----- validation -----

@@ -37,3 +37,20 @@ def tiny_corpus(tmp_path_factory) -> Path:
                "--test_speakers", "3", "--videos", "2", "--utterances", "3")
     run_script("data_preprocess.py", str(data), "--workers", "2")
     return data
+
+
+@pytest.fixture(scope="session")
+def wav_corpus(tmp_path_factory) -> Path:
+    """A generated VoxCeleb1-shaped corpus (7 dev + 3 test speakers), wavs only: what DATASET.FEATURES fbank reads."""
+    data = tmp_path_factory.mktemp("wav_corpus") / "VoxCeleb1"
+    run_script("-m", "data_objects.synthetic", str(data), "--seed", "3", "--dev_speakers", "7",
+               "--test_speakers", "3", "--videos", "2", "--utterances", "3")
+    return data
+
+
+@pytest.fixture(scope="session")
+def augmentation_dir(tmp_path_factory) -> Path:
+    """Generated augmentation data: musan/{noise,music,speech}/ and rirs/, 3 files each."""
+    folder = tmp_path_factory.mktemp("augmentation")
+    run_script("-m", "data_objects.synthetic_augmentation", str(folder), "--files", "3")
+    return folder

@@ -1,0 +1,70 @@
+"""Where a recipe's training and test data come from, chosen by DATASET.FEATURES through `FEATURE_SOURCES`.
+
+'spectrogram': the features data_preprocess.py wrote (feature/, mean.npy, std.npy); only SpecAugment can be
+applied to them. 'fbank': the wav files themselves through the fbank front-end, with every augmentation.
+"""
+from __future__ import annotations
+
+from yacs.config import CfgNode
+
+from data_objects import augmentation
+from data_objects.datasets import SpectrogramDataset, TrialList, UtteranceWindowsDataset
+from data_objects.wav_datasets import (
+    WavCropDataset, WavTrialList, WavWindowsDataset, identification_utterances, identification_windows,
+    verification_utterances,
+)
+from models.frontends import build_frontend, check_frontend_name
+
+
+class PrecomputedSpectrograms:
+    def __init__(self, cfg: CfgNode) -> None:
+        self.cfg = cfg
+
+    def identification_train_set(self, partition: str) -> SpectrogramDataset:
+        dataset = self.cfg.DATASET
+        return SpectrogramDataset(dataset.DATA_DIR, dataset.SUB_DIR, partition, dataset.PARTIAL_N_FRAMES,
+                                  augmentation.build_spec_augment(self.cfg))
+
+    def verification_train_set(self) -> SpectrogramDataset:
+        dataset = self.cfg.DATASET
+        return SpectrogramDataset(dataset.DATA_DIR, "dev", None, dataset.PARTIAL_N_FRAMES,
+                                  augmentation.build_spec_augment(self.cfg))
+
+    def identification_test_set(self, partition: str) -> UtteranceWindowsDataset:
+        dataset = self.cfg.DATASET
+        return UtteranceWindowsDataset(dataset.DATA_DIR, dataset.SUB_DIR, partition, dataset.PARTIAL_N_FRAMES)
+
+    def trial_list(self, trials: str) -> TrialList:
+        return TrialList(self.cfg.DATASET.DATA_DIR, trials)
+
+
+class WavFiles:
+    def __init__(self, cfg: CfgNode) -> None:
+        self.cfg = cfg
+        self.frontend = build_frontend(cfg)
+
+    def _train_set(self, classes, utterances) -> WavCropDataset:
+        return WavCropDataset(classes, utterances, self.frontend, self.cfg.DATASET.PARTIAL_N_FRAMES,
+                              augmentation.speeds(self.cfg), augmentation.build_waveform_augmentation(self.cfg),
+                              augmentation.build_spec_augment(self.cfg))
+
+    def identification_train_set(self, partition: str) -> WavCropDataset:
+        return self._train_set(*identification_utterances(self.cfg.DATASET.DATA_DIR, partition))
+
+    def verification_train_set(self) -> WavCropDataset:
+        return self._train_set(*verification_utterances(self.cfg.DATASET.DATA_DIR))
+
+    def identification_test_set(self, partition: str) -> WavWindowsDataset:
+        return identification_windows(self.cfg.DATASET.DATA_DIR, partition, self.frontend,
+                                      self.cfg.DATASET.PARTIAL_N_FRAMES, len(augmentation.speeds(self.cfg)))
+
+    def trial_list(self, trials: str) -> WavTrialList:
+        return WavTrialList(self.cfg.DATASET.DATA_DIR, trials, self.frontend)
+
+
+FEATURE_SOURCES = {"spectrogram": PrecomputedSpectrograms, "fbank": WavFiles}
+
+
+def feature_source(cfg: CfgNode) -> PrecomputedSpectrograms | WavFiles:
+    check_frontend_name(cfg.DATASET.FEATURES)
+    return FEATURE_SOURCES[cfg.DATASET.FEATURES](cfg)
