@@ -5,7 +5,8 @@ from utils.cli import build_parser, run_main
 
 
 def main() -> int:
-    parser = build_parser(__doc__, text_arch=True, load_path="resume the run in this folder from its last checkpoint")
+    parser = build_parser(__doc__, text_arch=True, load_path="resume the run in this folder from its last checkpoint",
+                          init_from=True)
     return run_training(parser.parse_args(), "identification", "logs_scratch")
 
 

@@ -7,7 +7,7 @@ would compute it and a distributed evaluation gives the same numbers as a single
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from functions.distributed import DistributedContext, all_gather_objects
 from functions.metrics import equal_error_point, minimum_detection_cost, topk_correct
+from functions.score_norm import score_normalisation, speaker_means
 from functions.trainer import use_faster_memory_format
 from utils.files import write_text_atomically
 
@@ -97,18 +98,33 @@ class VerificationResult:
     labels: np.ndarray
     eer: float
     # Score at the EER: trials scoring at least this are accepted as the same speaker.
-    eer_threshold: float
+    threshold_at_eer: float
     min_dcf_01: float
     min_dcf_05: float
+    # The same trials under each score normalisation that was asked for, by its EVAL.SCORE_NORM name.
+    normalised: dict[str, "VerificationResult"] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float]:
-        return {
+        """EER (%) and minDCFs of the raw scores, then those of each normalisation with its name as suffix."""
+        metrics = {
             "eer": 100.0 * self.eer,
-            "eer_threshold": self.eer_threshold,
+            "threshold_at_eer": self.threshold_at_eer,
             "min_dcf_0.01": self.min_dcf_01,
             "min_dcf_0.05": self.min_dcf_05,
-            "trials": int(self.labels.size),
         }
+        for name, result in self.normalised.items():
+            metrics.update({f"{key}_{name}": value for key, value in result.summary().items() if key != "trials"})
+        metrics["trials"] = int(self.labels.size)
+        return metrics
+
+
+@dataclass(frozen=True)
+class CohortScoring:
+    """A score normalisation (EVAL.SCORE_NORM) with its cohort: utterances labelled by training speaker."""
+
+    name: str
+    utterances: Dataset
+    size: int
 
 
 def score_trials(embeddings: torch.Tensor, first: Sequence[int], second: Sequence[int]) -> np.ndarray:
@@ -118,12 +134,12 @@ def score_trials(embeddings: torch.Tensor, first: Sequence[int], second: Sequenc
 
 
 def verification_result(scores: np.ndarray, labels: np.ndarray) -> VerificationResult:
-    eer, eer_threshold = equal_error_point(scores, labels)
+    eer, threshold_at_eer = equal_error_point(scores, labels)
     return VerificationResult(
         scores=scores,
         labels=labels,
         eer=eer,
-        eer_threshold=eer_threshold,
+        threshold_at_eer=threshold_at_eer,
         min_dcf_01=minimum_detection_cost(scores, labels, p_target=0.01),
         min_dcf_05=minimum_detection_cost(scores, labels, p_target=0.05),
     )
@@ -138,11 +154,37 @@ def evaluate_verification(
     second: Sequence[int],
     ctx: DistributedContext,
     num_workers: int = 0,
+    cohort: CohortScoring | None = None,
 ) -> VerificationResult:
-    """Embed each utterance of the trial list once, then score every trial by cosine similarity."""
+    """Embed each utterance of the trial list once, then score every trial by cosine similarity; with a
+    `cohort`, also the normalised scores (in `normalised`)."""
     embeddings, _, _ = embed_utterances(model, utterances, ctx, num_workers, desc="verification")
     scores = score_trials(embeddings, first, second)
-    return verification_result(scores, np.asarray(labels, dtype=np.int64))
+    labels = np.asarray(labels, dtype=np.int64)
+    result = verification_result(scores, labels)
+    for name, normalised in normalised_scores(model, scores, embeddings, first, second, cohort, ctx,
+                                              num_workers).items():
+        result.normalised[name] = verification_result(normalised, labels)
+    return result
+
+
+def normalised_scores(
+    model: nn.Module,
+    scores: np.ndarray,
+    embeddings: torch.Tensor,
+    first: Sequence[int],
+    second: Sequence[int],
+    cohort: CohortScoring | None,
+    ctx: DistributedContext,
+    num_workers: int = 0,
+) -> dict[str, np.ndarray]:
+    """The trial `scores` under the cohort's normalisation, by its name; {} when there is none to apply."""
+    normalise = score_normalisation(cohort.name) if cohort is not None else None
+    if normalise is None:
+        return {}
+    cohort_embeddings, speakers, _ = embed_utterances(model, cohort.utterances, ctx, num_workers, desc="cohort")
+    return {cohort.name: normalise(scores, embeddings, first, second, speaker_means(cohort_embeddings, speakers),
+                                   cohort.size)}
 
 
 def write_score_file(path: Path, result: VerificationResult, paths1: Sequence[str], paths2: Sequence[str]) -> None:

@@ -19,12 +19,15 @@ from data_objects.datasets import TrialList
 from data_objects.errors import DataError
 from data_objects.sources import feature_source
 from functions.distributed import DistributedContext, broadcast_object, init_distributed
-from functions.evaluation import evaluate_identification, evaluate_verification
+from functions.evaluation import CohortScoring, evaluate_identification, evaluate_verification
+from functions.score_norm import SCORE_NORMS, score_normalisation
 from functions.run_directory import RunDirectory, RunDirectoryError
 from functions.trainer import NonFiniteLossError, Selection, TrainingInterrupted
 from models import MODEL_NAMES, build_model
 from models.frontends import check_frontend_name
 from models.genotypes import Genotype, GenotypeError, genotype_to_text
+from models.losses import LOSSES
+from models.pooling import POOLINGS
 from models.search_spaces import SEARCH_SPACES
 from utils.checkpoint import CheckpointError
 from utils.config import ConfigError, get_default_config, update_config
@@ -85,8 +88,15 @@ class Experiment:
         )
 
 
-_POSITIVE_KEYS = ("TRAIN.BATCH_SIZE", "TRAIN.END_EPOCH", "VAL_FREQ", "DATASET.PARTIAL_N_FRAMES")
-_NON_NEGATIVE_KEYS = ("TRAIN.MAX_STEPS_PER_EPOCH", "DATASET.NUM_WORKERS", "MODEL.NUM_CLASSES", "TRAIN.BEGIN_EPOCH")
+_POSITIVE_KEYS = ("TRAIN.BATCH_SIZE", "TRAIN.END_EPOCH", "VAL_FREQ", "DATASET.PARTIAL_N_FRAMES", "EVAL.COHORT_SIZE")
+_NON_NEGATIVE_KEYS = ("TRAIN.MAX_STEPS_PER_EPOCH", "DATASET.NUM_WORKERS", "MODEL.NUM_CLASSES", "TRAIN.BEGIN_EPOCH",
+                      "MODEL.EMBEDDING_DIM", "LOSS.MARGIN_WARMUP_EPOCHS")
+# Keys naming an entry of a registry.
+_CHOICE_KEYS = {"LOSS.NAME": LOSSES, "MODEL.POOLING": POOLINGS, "EVAL.SCORE_NORM": SCORE_NORMS}
+# Margins in use are 0.1-0.5 (radians for aam, cosine units for am), scales 16-64; values outside these bounds
+# are taken for a typo.
+MARGIN_RANGE = (0.0, 1.0)
+SCALE_RANGE = (1.0, 128.0)
 
 
 def _config_value(cfg: CfgNode, key: str):
@@ -105,6 +115,15 @@ def load_config(args) -> CfgNode:
     for key in _NON_NEGATIVE_KEYS:
         if _config_value(cfg, key) < 0:
             raise ConfigError(f"{key} must not be negative, got {_config_value(cfg, key)}")
+    for key, registry in _CHOICE_KEYS.items():
+        if _config_value(cfg, key) not in registry:
+            raise ConfigError(f"unknown {key} '{_config_value(cfg, key)}'; valid names: {', '.join(registry)}")
+    low, high = MARGIN_RANGE
+    if not low <= cfg.LOSS.MARGIN < high:
+        raise ConfigError(f"LOSS.MARGIN must be in [{low}, {high}), got {cfg.LOSS.MARGIN}")
+    low, high = SCALE_RANGE
+    if not low <= cfg.LOSS.SCALE <= high:
+        raise ConfigError(f"LOSS.SCALE must be in [{low:g}, {high:g}], got {cfg.LOSS.SCALE}")
     if cfg.MODEL.NAME not in MODEL_NAMES:
         raise ConfigError(f"unknown MODEL.NAME '{cfg.MODEL.NAME}'; valid names: {', '.join(MODEL_NAMES)}")
     if cfg.MODEL.NAME == "model_search" and cfg.MODEL.SEARCH_SPACE not in SEARCH_SPACES:
@@ -177,6 +196,15 @@ def verification_train_set(cfg: CfgNode) -> Dataset:
     return feature_source(cfg).verification_train_set()
 
 
+def cohort_scoring(cfg: CfgNode) -> CohortScoring | None:
+    """The cohort of EVAL.SCORE_NORM: every training utterance of verification, windowed as the trials are;
+    None when scores are not normalised."""
+    if score_normalisation(cfg.EVAL.SCORE_NORM) is None:
+        return None
+    cohort = UtteranceWindowsDataset(cfg.DATASET.DATA_DIR, "dev", None, cfg.DATASET.PARTIAL_N_FRAMES)
+    return CohortScoring(cfg.EVAL.SCORE_NORM, cohort, cfg.EVAL.COHORT_SIZE)
+
+
 def trial_list(cfg: CfgNode, trials: str | None = None) -> TrialList:
     """DATASET.TRIALS (or `trials`), relative to DATASET.DATA_DIR unless it is absolute or exists as given."""
     return feature_source(cfg).trial_list(trials or cfg.DATASET.TRIALS)
@@ -195,10 +223,11 @@ def identification_validator(cfg: CfgNode, ctx: DistributedContext, model: nn.Mo
 
 def verification_validator(cfg: CfgNode, ctx: DistributedContext, model: nn.Module, trials: TrialList):
     utterances = trials.utterance_dataset(cfg.DATASET.PARTIAL_N_FRAMES)
+    cohort = cohort_scoring(cfg)
 
     def validate(_epoch: int) -> dict[str, float]:
         result = evaluate_verification(model, utterances, trials.labels, trials.first, trials.second, ctx,
-                                       cfg.DATASET.NUM_WORKERS)
+                                       cfg.DATASET.NUM_WORKERS, cohort)
         return {k: v for k, v in result.summary().items() if k != "trials"}
 
     return validate
@@ -231,6 +260,16 @@ def inference_recipe(genotype: Genotype | None, train_set: Dataset) -> dict:
     if mean is not None and std is not None:
         recipe[FEATURE_STATS_KEY] = {"mean": torch.from_numpy(mean), "std": torch.from_numpy(std)}
     return recipe
+
+
+def initial_checkpoint_file(init_from: str) -> Path:
+    """`--init_from` of the training scripts: a checkpoint file, or a finished run's folder (its last weights)."""
+    path = Path(init_from)
+    if path.is_dir():
+        path = RunDirectory(path).last_checkpoint
+    if not path.is_file():
+        raise CheckpointError(f"--init_from {init_from}: no checkpoint at {path}")
+    return path
 
 
 def write_results(path: Path, results: dict) -> None:

@@ -23,6 +23,7 @@ from data_objects.voxceleb import AUDIO_SUFFIXES
 from functions.distributed import DistributedContext
 from functions.evaluation import embed_utterances
 from functions.experiment import FEATURE_STATS_KEY, checkpoint_file, model_state
+from functions.recipe import check_recipe
 from models import MODEL_NAMES, build_model
 from models.frontends import build_frontend, check_frontend_name
 from models.genotypes import Genotype, GenotypeError, load_genotype
@@ -46,7 +47,7 @@ class TrainedModel:
     feature_dim: int
     checkpoint: Path
     # Score at the EER of the last verification run during training; None when the checkpoint has none.
-    eer_threshold: float | None
+    threshold_at_eer: float | None
 
     def audio_dataset(self, paths: Sequence[Path]) -> AudioWindowsDataset:
         return AudioWindowsDataset(paths, UtteranceWindows(self.windowing), self.feature_dim,
@@ -111,9 +112,9 @@ def _frontend(cfg: CfgNode, args, checkpoint: dict, path: Path) -> nn.Module:
         raise DataError(f"feature statistics do not fit DATASET.FEATURES '{cfg.DATASET.FEATURES}': {error}") from None
 
 
-def _last_eer_threshold(checkpoint: dict) -> float | None:
-    verified = [row for row in checkpoint.get("history", []) if "eer_threshold" in row]
-    return float(verified[-1]["eer_threshold"]) if verified else None
+def _last_threshold_at_eer(checkpoint: dict) -> float | None:
+    verified = [row for row in checkpoint.get("history", []) if "threshold_at_eer" in row]
+    return float(verified[-1]["threshold_at_eer"]) if verified else None
 
 
 def load_trained_model(args) -> TrainedModel:
@@ -127,6 +128,7 @@ def load_trained_model(args) -> TrainedModel:
         raise ConfigError(f"{path} is a checkpoint of the search network, which has no fixed architecture: derive "
                           "its genotype (search.py prints it, or pass the checkpoint to --text_arch) and train that "
                           "network with train_verification.py --text_arch GENOTYPE first")
+    check_recipe(checkpoint, cfg, str(path))
     genotype = _genotype(cfg, args, checkpoint)
     frontend = _frontend(cfg, args, checkpoint, path)
     windowing = build_windowing(cfg, frontend).eval()
@@ -135,7 +137,7 @@ def load_trained_model(args) -> TrainedModel:
     network = build_model(cfg, num_classes, genotype)
     load_state_dict_strict(network, state)
     network.eval()
-    return TrainedModel(cfg, network, windowing, frontend.feature_dim, path, _last_eer_threshold(checkpoint))
+    return TrainedModel(cfg, network, windowing, frontend.feature_dim, path, _last_threshold_at_eer(checkpoint))
 
 
 # ----- inputs -----

@@ -9,8 +9,10 @@ import torch
 from data_objects.errors import DataError
 from data_objects.voxceleb import read_audio_trials
 from functions.distributed import DistributedContext, init_distributed, run_in_process_group
-from functions.evaluation import score_trials, verification_result, write_score_file
-from functions.experiment import write_results
+from functions.evaluation import (
+    CohortScoring, normalised_scores, score_trials, verification_result, write_score_file,
+)
+from functions.experiment import cohort_scoring, write_results
 from functions.export import EXPORTERS
 from functions.inference import (
     AudioInputs, TrainedModel, collect_audio_inputs, count_skipped, embed_audio, load_trained_model, require_some,
@@ -112,19 +114,25 @@ def _score_pair(model: TrainedModel, ctx: DistributedContext, args) -> int:
         raise DataError(str(result.failures[0]))
     score = float(score_trials(result.embeddings, [0], [1])[0])
     if ctx.is_main:
-        if model.eer_threshold is None:
+        if model.threshold_at_eer is None:
             print(f"{score:.6f} (the checkpoint carries no EER threshold to decide same or different)")
         else:
-            decision = "same" if score >= model.eer_threshold else "different"
-            print(f"{score:.6f} {decision} (EER threshold {model.eer_threshold:.6f} of the checkpoint's last verification)")
+            decision = "same" if score >= model.threshold_at_eer else "different"
+            print(f"{score:.6f} {decision} (EER threshold {model.threshold_at_eer:.6f} of the checkpoint's last verification)")
     return 0
+
+
+def _cohort(model: TrainedModel) -> CohortScoring | None:
+    """The cohort of EVAL.SCORE_NORM: the training speakers of the recipe's DATASET.DATA_DIR."""
+    try:
+        return cohort_scoring(model.cfg)
+    except DataError as error:
+        raise DataError(f"EVAL.SCORE_NORM '{model.cfg.EVAL.SCORE_NORM}' takes its cohort from the training data "
+                        f"(DATASET.DATA_DIR, or EVAL.SCORE_NORM none to score without): {error}") from None
 
 
 def _score(args) -> int:
     model, ctx = _start(args)
-    if model.cfg.EVAL.SCORE_NORM != "none":
-        raise ConfigError(f"EVAL.SCORE_NORM '{model.cfg.EVAL.SCORE_NORM}' is not available when scoring audio "
-                          "files; use EVAL.SCORE_NORM none")
     if args.pair:
         return _score_pair(model, ctx, args)
     if not args.trials or not args.output:
@@ -132,6 +140,7 @@ def _score(args) -> int:
     logger = get_logger()
     trials = read_audio_trials(args.trials)
     output = _writable_output(ctx, args.output)
+    cohort = _cohort(model)
     position: dict[str, int] = {}
     paths: list[Path] = []
     for trial in trials:
@@ -153,29 +162,38 @@ def _score(args) -> int:
                         f"({count_skipped(reasons)})")
     first = [position[t.first] for t in usable]
     second = [position[t.second] for t in usable]
-    scores = score_trials(result.embeddings, first, second)
-    summary = {"trials": len(usable), "skipped_trials": len(reasons), "files": int(result.embedded.sum()),
+    raw = score_trials(result.embeddings, first, second)
+    # The raw cosine scores under no suffix, each normalisation's under its name (as evaluate_verification.py).
+    score_sets = {"": raw, **{f"_{name}": scores for name, scores in normalised_scores(
+        model.network, raw, result.embeddings, first, second, cohort, ctx, model.cfg.DATASET.NUM_WORKERS).items()}}
+    files = int(result.embedded.sum())
+    summary = {"trials": len(usable), "skipped_trials": len(reasons), "files": files,
                "checkpoint": str(model.checkpoint)}
-    lines = [f"{len(usable)} trials over {int(result.embedded.sum())} files ({count_skipped(reasons)})"]
+    lines = []
     labels = np.asarray([t.label for t in usable], dtype=np.int64) if usable[0].label is not None else None
     firsts, seconds = [t.first for t in usable], [t.second for t in usable]
-    if labels is not None and 0 < labels.sum() < labels.size:
-        verification = verification_result(scores, labels)
-        summary.update(verification.summary())
-        lines = [f"EER {summary['eer']:.2f} %", f"minDCF(p=0.01) {summary['min_dcf_0.01']:.4f}",
-                 f"minDCF(p=0.05) {summary['min_dcf_0.05']:.4f}", *lines]
-    else:
-        verification = None
-        if labels is not None:
-            lines.append("every trial has the same label: no EER or minDCF")
-    if ctx.is_main:
-        if verification is not None:
-            write_score_file(output / "scores.txt", verification, firsts, seconds)
-            plot_det_curve(scores, labels, verification.eer, output / "det_curve.png")
-            plot_score_histograms(scores, labels, output / "score_histograms.png")
+    with_metrics = labels is not None and 0 < labels.sum() < labels.size
+    for suffix, scores in score_sets.items():
+        if with_metrics:
+            verification = verification_result(scores, labels)
+            summary.update({f"{key}{suffix}": value for key, value in verification.summary().items()
+                            if key != "trials"})
+            name = f" ({suffix[1:]})" if suffix else ""
+            lines += [f"EER{name} {100 * verification.eer:.2f} %", f"minDCF(p=0.01){name} {verification.min_dcf_01:.4f}",
+                      f"minDCF(p=0.05){name} {verification.min_dcf_05:.4f}"]
+        if not ctx.is_main:
+            continue
+        if with_metrics:
+            write_score_file(output / f"scores{suffix}.txt", verification, firsts, seconds)
+            plot_det_curve(scores, labels, verification.eer, output / f"det_curve{suffix}.png")
+            plot_score_histograms(scores, labels, output / f"score_histograms{suffix}.png")
         else:
             text = "".join(f"{s:.6f} {a} {b}\n" for s, a, b in zip(scores, firsts, seconds))
-            write_text_atomically(output / "scores.txt", text)
+            write_text_atomically(output / f"scores{suffix}.txt", text)
+    lines.append(f"{len(usable)} trials over {files} files ({count_skipped(reasons)})")
+    if labels is not None and not with_metrics:
+        lines.append("every trial has the same label: no EER or minDCF")
+    if ctx.is_main:
         write_results(output / "results.json", summary)
         for line in lines:
             logger.info(line)

@@ -11,11 +11,13 @@ from functions.distributed import run_in_process_group
 from functions.evaluation import evaluate_identification, evaluate_verification, write_score_file
 from functions.experiment import (
     IDENTIFICATION_SELECTION, VERIFICATION_SELECTION, Experiment, adam, build_network, checkpoint_file,
-    class_count, cosine_schedule, count_parameters, entropy_of_rows, genotype_text, identification_test_set,
-    identification_train_set, identification_validator, inference_recipe, model_state,
-    start_experiment, trial_list, verification_train_set, verification_validator, write_results,
+    class_count, cohort_scoring, cosine_schedule, count_parameters, entropy_of_rows, genotype_text,
+    identification_test_set, identification_train_set, identification_validator, inference_recipe,
+    initial_checkpoint_file, model_state, start_experiment, trial_list, verification_train_set,
+    verification_validator, write_results,
 )
 from functions.plots import plot_architecture_weights, plot_det_curve, plot_score_histograms
+from functions.recipe import check_recipe
 from functions.run_directory import load_resume_checkpoint
 from functions.trainer import ArchitectureStep, Selection, Trainer
 from models.genotypes import GenotypeError, load_genotype
@@ -44,7 +46,19 @@ def _resumed_checkpoint(exp: Experiment, args) -> dict | None:
     """The checkpoint being resumed (or None), read before anything is built so its genotype can be used."""
     if not getattr(args, "load_path", None):
         return None
-    return load_resume_checkpoint(exp.run, get_logger())
+    checkpoint = load_resume_checkpoint(exp.run, get_logger())
+    check_recipe(checkpoint, exp.cfg, f"the run being resumed ({exp.run.root})")
+    return checkpoint
+
+
+def _initial_checkpoint(exp: Experiment, args) -> dict | None:
+    """The checkpoint of --init_from (or None), whose weights, not state, a new run starts from."""
+    if not getattr(args, "init_from", None):
+        return None
+    path = initial_checkpoint_file(args.init_from)
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    check_recipe(checkpoint, exp.cfg, f"--init_from {path}")
+    return checkpoint
 
 
 def _finish(exp: Experiment, results: dict) -> None:
@@ -62,13 +76,18 @@ def _train(args, task: str, logs_kind: str) -> int:
     exp = start_experiment(args, logs_kind, getattr(args, "load_path", None))
     cfg, ctx, logger = exp.cfg, exp.ctx, get_logger()
     checkpoint = _resumed_checkpoint(exp, args)
-    genotype = _genotype_for(cfg, args, checkpoint)
+    initial = _initial_checkpoint(exp, args)
+    genotype = _genotype_for(cfg, args, checkpoint or initial)
     train_set = identification_train_set(cfg) if task == "identification" else verification_train_set(cfg)
     model = build_network(cfg, ctx, class_count(cfg, train_set.num_classes), genotype)
     notes = [f"{cfg.MODEL.NAME}: {count_parameters(model):,} parameters, {train_set.num_classes} classes, "
              f"{len(train_set)} training utterances"]
-    if checkpoint is not None:
-        load_state_dict_strict(model, model_state(checkpoint))
+    for weights in (checkpoint, initial):
+        if weights is not None:
+            load_state_dict_strict(model, model_state(weights))
+    if initial is not None:
+        notes.append(f"weights from --init_from {args.init_from} (epoch {initial.get('epoch')} of that run); "
+                     "the schedule starts at epoch 0")
     optimizer = adam(cfg, model.parameters())
     scheduler = cosine_schedule(cfg, optimizer)
     loader = training_loader(train_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED, ctx, cfg.DATASET.NUM_WORKERS,
@@ -122,15 +141,24 @@ def _identification_report(exp: Experiment, model, selection: Selection) -> dict
     return report
 
 
+_VERIFICATION_METRICS = ("eer", "min_dcf_0.01", "min_dcf_0.05")
+
+
+def _verification_metrics(row: dict) -> dict:
+    """Epoch and the verification metrics of a history row, raw and under each score normalisation (suffixed)."""
+    return {k: v for k, v in row.items() if k == "epoch" or k.startswith(_VERIFICATION_METRICS)}
+
+
 def _verification_report(history: list[dict]) -> dict:
     validated = [row for row in history if "eer" in row]
     last = validated[-1]
     best = min(validated, key=lambda row: row["eer"])
     report = {
-        "last_epoch": {k: last[k] for k in ("epoch", "eer", "min_dcf_0.01", "min_dcf_0.05")},
-        "best_selected_on_test_trials": {k: best[k] for k in ("epoch", "eer", "min_dcf_0.01", "min_dcf_0.05")},
+        "last_epoch": _verification_metrics(last),
+        "best_selected_on_test_trials": _verification_metrics(best),
     }
-    get_logger().info(f"last epoch: EER {last['eer']:.2f} %, minDCF(0.01) {last['min_dcf_0.01']:.4f}; "
+    normalised = "".join(f", {k} {v:.2f} %" for k, v in last.items() if k.startswith("eer_"))
+    get_logger().info(f"last epoch: EER {last['eer']:.2f} %{normalised}, minDCF(0.01) {last['min_dcf_0.01']:.4f}; "
                       f"best of run, selected on the test trials: EER {best['eer']:.2f} % (epoch {best['epoch']})")
     return report
 
@@ -215,6 +243,7 @@ def _evaluate(args, task: str) -> int:
     cfg, ctx, logger = exp.cfg, exp.ctx, get_logger()
     path = checkpoint_file(args.load_path)
     checkpoint = load_checkpoint(path, map_location="cpu")
+    check_recipe(checkpoint, cfg, str(path))
     genotype = _genotype_for(cfg, args, checkpoint)
     state = model_state(checkpoint)
     if task == "identification":
@@ -222,6 +251,7 @@ def _evaluate(args, task: str) -> int:
         num_classes = class_count(cfg, dataset.num_classes)
     else:
         trials = trial_list(cfg, getattr(args, "trials", None))
+        cohort = cohort_scoring(cfg)
         rows = state.get("classifier.weight")
         num_classes = cfg.MODEL.NUM_CLASSES or (rows.shape[0] if rows is not None else 0)
     model = build_network(cfg, ctx, num_classes, genotype)
@@ -235,16 +265,21 @@ def _evaluate(args, task: str) -> int:
                  f"{metrics['utterances']} test utterances"]
     else:
         result = evaluate_verification(model, trials.utterance_dataset(cfg.DATASET.PARTIAL_N_FRAMES),
-                                       trials.labels, trials.first, trials.second, ctx, cfg.DATASET.NUM_WORKERS)
+                                       trials.labels, trials.first, trials.second, ctx, cfg.DATASET.NUM_WORKERS,
+                                       cohort)
         metrics = result.summary()
         metrics["skipped_trials"] = trials.skipped
-        lines = [f"EER {metrics['eer']:.2f} %", f"minDCF(p=0.01) {metrics['min_dcf_0.01']:.4f}",
-                 f"minDCF(p=0.05) {metrics['min_dcf_0.05']:.4f}",
-                 f"{metrics['trials']} trials ({trials.skipped} skipped: missing features)"]
-        if ctx.is_main:
-            write_score_file(run.root / "scores.txt", result, trials.first_paths, trials.second_paths)
-            plot_det_curve(result.scores, result.labels, result.eer, run.root / "det_curve.png")
-            plot_score_histograms(result.scores, result.labels, run.root / "score_histograms.png")
+        lines = []
+        for suffix, scored in [("", result), *((f"_{name}", r) for name, r in result.normalised.items())]:
+            label = f" ({suffix[1:]})" if suffix else ""
+            lines += [f"EER{label} {metrics['eer' + suffix]:.2f} %",
+                      f"minDCF(p=0.01){label} {metrics['min_dcf_0.01' + suffix]:.4f}",
+                      f"minDCF(p=0.05){label} {metrics['min_dcf_0.05' + suffix]:.4f}"]
+            if ctx.is_main:
+                write_score_file(run.root / f"scores{suffix}.txt", scored, trials.first_paths, trials.second_paths)
+                plot_det_curve(scored.scores, scored.labels, scored.eer, run.root / f"det_curve{suffix}.png")
+                plot_score_histograms(scored.scores, scored.labels, run.root / f"score_histograms{suffix}.png")
+        lines.append(f"{metrics['trials']} trials ({trials.skipped} skipped: missing features)")
     if ctx.is_main:
         metrics.update({"checkpoint": str(path), "parameters": count_parameters(model), "task": task})
         write_results(run.root / "results.json", metrics)

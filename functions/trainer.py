@@ -26,6 +26,7 @@ from yacs.config import CfgNode
 from functions.data_loading import EpochSampler, item_seed
 from functions.distributed import DistributedContext, all_gather_objects, all_reduce_sum, barrier
 from functions.run_directory import RunDirectory
+from models.losses import build_loss
 from utils.checkpoint import save_checkpoint
 from utils.run_logging import get_logger
 
@@ -158,7 +159,7 @@ class Trainer:
         self.drop_path_prob, self.architecture = drop_path_prob, architecture
         self.checkpoint_extras, self.on_epoch_end = checkpoint_extras, on_epoch_end
         self.state = LoopState(epoch=cfg.TRAIN.BEGIN_EPOCH)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.TRAIN.LABEL_SMOOTHING)
+        self.criterion = build_loss(cfg)
         self.amp_dtype = autocast_dtype(cfg, ctx.device)
         scaler_on = self.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=scaler_on)
@@ -314,6 +315,7 @@ class Trainer:
             self.state.partial = {"loss": 0.0, "correct": 0.0, "count": 0.0}
         if hasattr(self.model, "drop_path_prob"):
             self.model.drop_path_prob = self.drop_path_prob(epoch)
+        self.criterion.set_epoch(epoch)
         self.network.train()
         sampler = self._sampler(self.train_loader)
         sampler.set_epoch(epoch, start)

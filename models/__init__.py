@@ -7,6 +7,7 @@ from yacs.config import CfgNode
 from models.genotype_network import GenotypeNetwork
 from models.genotypes import AUTOSPEECH, Genotype, GenotypeError, genotype_to_text, parse_genotype
 from models.search_network import SearchNetwork, derive_genotype
+from models.speaker_head import HeadSpec
 
 MODEL_NAMES = ("model_search", "model", "resnet18", "resnet34")
 
@@ -25,8 +26,10 @@ __all__ = [
 
 
 def build_model(cfg: CfgNode, num_classes: int, genotype: Genotype | None = None) -> nn.Module:
-    """The network named by cfg.MODEL.NAME; 'model' (the network of a genotype) needs `genotype`."""
+    """The network named by cfg.MODEL.NAME, with the head of the config (pooling, embedding, classifier of the loss)
+    for its input features; 'model' (the network of a genotype) needs `genotype`."""
     name = cfg.MODEL.NAME
+    head = HeadSpec.from_config(cfg)
     if name == "model_search":
         return SearchNetwork(
             cfg.MODEL.INIT_CHANNELS,
@@ -34,14 +37,15 @@ def build_model(cfg: CfgNode, num_classes: int, genotype: Genotype | None = None
             cfg.MODEL.LAYERS,
             space=cfg.MODEL.SEARCH_SPACE,
             single_path=cfg.MODEL.SINGLE_PATH,
+            head=head,
         )
     if name == "model":
         if genotype is None:
             raise ValueError("MODEL.NAME 'model' needs a genotype (e.g. --text_arch or a checkpoint's 'genotype')")
-        return GenotypeNetwork(cfg.MODEL.INIT_CHANNELS, num_classes, cfg.MODEL.LAYERS, genotype)
+        return GenotypeNetwork(cfg.MODEL.INIT_CHANNELS, num_classes, cfg.MODEL.LAYERS, genotype, head)
     if name in ("resnet18", "resnet34"):
         # Importing torchvision takes seconds; the cell networks never need it.
         from models.resnet import build_resnet
 
-        return build_resnet(name, num_classes, cfg.MODEL.PRETRAINED)
+        return build_resnet(name, num_classes, cfg.MODEL.PRETRAINED, head)
     raise ValueError(f"unknown MODEL.NAME {name!r}; valid names: {', '.join(MODEL_NAMES)}")

@@ -8,6 +8,7 @@ from torch import nn
 
 from models.genotypes import Genotype, validate_genotype
 from models.operations import OPS, FactorizedReduce, Identity, ReLUConvBN, drop_path
+from models.speaker_head import HeadSpec, SpeakerHead, halved
 
 
 class GenotypeCell(nn.Module):
@@ -48,13 +49,13 @@ class GenotypeCell(nn.Module):
         return torch.cat([states[index] for index in self._concat], dim=1)
 
 
-class GenotypeNetwork(nn.Module):
-    """train mode: `forward(x)` gives logits; eval mode: the pooled embedding (`forward_classifier` gives logits).
+class GenotypeNetwork(SpeakerHead, nn.Module):
+    """train mode: `forward(x)` gives logits; eval mode: the embedding (`forward_classifier` gives logits).
 
-    `x` is [B, T, 257] (time, frequency). Set `drop_path_prob` during training (0 by default).
+    `x` is [B, T, F] (time, frequency; F = head.n_features). Set `drop_path_prob` during training (0 by default).
     """
 
-    def __init__(self, C: int, num_classes: int, layers: int, genotype: Genotype) -> None:
+    def __init__(self, C: int, num_classes: int, layers: int, genotype: Genotype, head: HeadSpec = HeadSpec()) -> None:
         super().__init__()
         validate_genotype(genotype)
         self.genotype = genotype
@@ -84,18 +85,16 @@ class GenotypeNetwork(nn.Module):
             self.cells.append(cell)
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_prev, num_classes)
-        self.embedding_size = C_prev
+        self.attach_head(C_prev, num_classes, head)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def last_map_bins(self, n_features: int) -> int:
+        """The three stride-2 stem convolutions and each reduction cell halve the frequency axis."""
+        return halved(n_features, 3 + sum(cell.reduction for cell in self.cells))
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         drop_prob = self.drop_path_prob if self.training else 0.0
         s0 = self.stem0(x.unsqueeze(1))
         s1 = self.stem1(s0)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, drop_prob)
-        embedding = self.global_pooling(s1).flatten(1)
-        return self.classifier(embedding) if self.training else embedding
-
-    def forward_classifier(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.classifier(embedding)
+        return s1

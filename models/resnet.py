@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet, ResNet18_Weights, ResNet34_Weights
 
+from models.speaker_head import HeadSpec, SpeakerHead, halved
 from utils.config import ConfigError
 
 IMAGENET_WEIGHTS = {
@@ -30,28 +31,28 @@ class PretrainedWeightsError(ConfigError):
     """Pretrained weights were asked for and are not where they should be; the message names that path."""
 
 
-class SpeakerResNet(ResNet):
-    """train mode: `forward(x)` gives logits; eval mode: the 512-d pooled embedding (see `forward_classifier`).
+class SpeakerResNet(SpeakerHead, ResNet):
+    """train mode: `forward(x)` gives logits; eval mode: the embedding (512-d pooled by default; see
+    `forward_classifier`).
 
-    `x` is [B, T, 257] (time, frequency).
+    `x` is [B, T, F] (time, frequency; F = head.n_features).
     """
 
-    def __init__(self, blocks_per_stage: list[int], num_classes: int) -> None:
+    def __init__(self, blocks_per_stage: list[int], num_classes: int, head: HeadSpec = HeadSpec()) -> None:
         super().__init__(BasicBlock, blocks_per_stage)
         self.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=2, bias=False)
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-        del self.fc
-        self.classifier = nn.Linear(512 * BasicBlock.expansion, num_classes)
-        self.embedding_size = 512 * BasicBlock.expansion
+        # torchvision's average pooling and classifier give way to the configured head.
+        del self.fc, self.avgpool
+        self.attach_head(512 * BasicBlock.expansion, num_classes, head)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def last_map_bins(self, n_features: int) -> int:
+        """conv1 (kernel 7, stride 2, padding 2), then the max pooling and three stride-2 stages."""
+        return halved((n_features - 3) // 2 + 1, 4)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x.unsqueeze(1)))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        embedding = torch.flatten(self.avgpool(x), 1)
-        return self.classifier(embedding) if self.training else embedding
-
-    def forward_classifier(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.classifier(embedding)
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
 def imagenet_cache_path(arch: str) -> Path:
@@ -91,11 +92,11 @@ def load_imagenet_weights(model: SpeakerResNet, arch: str, pretrained: str) -> l
     return copied
 
 
-def build_resnet(arch: str, num_classes: int, pretrained: str = "") -> SpeakerResNet:
+def build_resnet(arch: str, num_classes: int, pretrained: str = "", head: HeadSpec = HeadSpec()) -> SpeakerResNet:
     """`arch` is 'resnet18' or 'resnet34'; `pretrained` is '', 'imagenet' or a path to the ImageNet weights."""
     if arch not in BLOCKS_PER_STAGE:
         raise ValueError(f"unknown ResNet {arch!r}; choose one of {', '.join(BLOCKS_PER_STAGE)}")
-    model = SpeakerResNet(BLOCKS_PER_STAGE[arch], num_classes)
+    model = SpeakerResNet(BLOCKS_PER_STAGE[arch], num_classes, head)
     if pretrained:
         load_imagenet_weights(model, arch, pretrained)
     return model

@@ -30,6 +30,7 @@ from torch import nn
 from models.genotypes import Genotype
 from models.operations import OPS, FactorizedReduce, ReLUConvBN, drop_path
 from models.search_spaces import NUM_EDGES, NUM_NODES, SearchSpace, get_search_space
+from models.speaker_head import HeadSpec, SpeakerHead, halved
 
 CONCAT = range(2, 2 + NUM_NODES)
 
@@ -131,10 +132,11 @@ class SearchCell(nn.Module):
         return torch.cat(states[2:], dim=1)
 
 
-class SearchNetwork(nn.Module):
-    """train mode: `forward(x)` gives logits; eval mode: the pooled embedding (`forward_classifier` gives logits).
+class SearchNetwork(SpeakerHead, nn.Module):
+    """train mode: `forward(x)` gives logits; eval mode: the embedding (`forward_classifier` gives logits).
 
-    `x` is [B, T, 257] (time, frequency). The stem's BN is affine, as in DARTS; all BNs in the cells are not.
+    `x` is [B, T, F] (time, frequency; F = head.n_features). The stem's BN is affine, as in DARTS; all BNs in the
+    cells are not. The head's parameters are weights, stepped with the cells'.
     """
 
     def __init__(
@@ -145,6 +147,7 @@ class SearchNetwork(nn.Module):
         space: str | SearchSpace = "s2",
         single_path: bool = False,
         stem_multiplier: int = 3,
+        head: HeadSpec = HeadSpec(),
     ) -> None:
         super().__init__()
         self.space = get_search_space(space) if isinstance(space, str) else space
@@ -171,9 +174,7 @@ class SearchNetwork(nn.Module):
             self.cells.append(cell)
             reduction_prev = reduction
             C_prev_prev, C_prev = C_prev, NUM_NODES * C_curr
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_prev, num_classes)
-        self.embedding_size = C_prev
+        self.attach_head(C_prev, num_classes, head)
 
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(NUM_EDGES, self.space.num_ops))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(NUM_EDGES, self.space.num_ops))
@@ -193,7 +194,11 @@ class SearchNetwork(nn.Module):
         }
         return hard_gumbel_softmax(torch.stack([log_probs[cell.reduction] for cell in self.cells]), 1.0, generator)
 
-    def forward(self, x: torch.Tensor, cell_weights: torch.Tensor | None = None) -> torch.Tensor:
+    def last_map_bins(self, n_features: int) -> int:
+        """The stem's max pooling and each reduction cell halve the frequency axis."""
+        return halved(n_features, 1 + sum(cell.reduction for cell in self.cells))
+
+    def feature_map(self, x: torch.Tensor, cell_weights: torch.Tensor | None = None) -> torch.Tensor:
         """`cell_weights` ([cells, 14, ops], from `sample_cell_weights`) fixes the sample; by default one is drawn."""
         if cell_weights is None:
             cell_weights = self.sample_cell_weights()
@@ -205,11 +210,7 @@ class SearchNetwork(nn.Module):
         s0 = s1 = self.stem(x.unsqueeze(1))
         for cell, weights, cell_sample in zip(self.cells, cell_weights, sampled):
             s0, s1 = s1, cell(s0, s1, weights, drop_prob, cell_sample)
-        embedding = self.global_pooling(s1).flatten(1)
-        return self.classifier(embedding) if self.training else embedding
-
-    def forward_classifier(self, embedding: torch.Tensor) -> torch.Tensor:
-        return self.classifier(embedding)
+        return s1
 
     def arch_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """softmax(alpha) of the normal and the reduction cell, detached (e.g. for heat maps)."""

@@ -87,7 +87,7 @@ def _save_calibrated(cfg, num_classes: int, batch: torch.Tensor, extras: dict, p
     with torch.no_grad():
         network.train()(batch)
     save_checkpoint({"epoch": 1, "state_dict": network.state_dict(), "config": cfg.dump(),
-                     "history": [{"epoch": 0, "eer": 20.0, "eer_threshold": 0.25}], **extras}, path)
+                     "history": [{"epoch": 0, "eer": 20.0, "threshold_at_eer": 0.25}], **extras}, path)
     return path
 
 
@@ -172,7 +172,7 @@ def test_score_trials_gives_the_eer_of_evaluate_verification(checkpoint, tiny_co
     assert (tmp_path / "scored" / "det_curve.png").stat().st_size > 0
 
 
-def test_a_pair_prints_its_score_and_the_decision_at_the_eer_threshold(checkpoint, tiny_corpus, capsys, monkeypatch):
+def test_a_pair_prints_its_score_and_the_decision_at_the_threshold_at_eer(checkpoint, tiny_corpus, capsys, monkeypatch):
     a, b = corpus_wav(tiny_corpus, 0), corpus_wav(tiny_corpus, 1)
     out, _ = ok("score_trials.py", "--load_path", str(checkpoint), "--pair", str(a), str(b),
                 capsys=capsys, monkeypatch=monkeypatch)

@@ -24,7 +24,7 @@ def test_eer_hand_computed_cases():
     assert equal_error_rate(scores, [1, 1, 1, 1, 0, 0, 0, 0]) == 0.25
 
 
-def test_eer_threshold_accepts_as_many_targets_as_the_eer_says():
+def test_threshold_at_eer_accepts_as_many_targets_as_the_eer_says():
     # Accepting the scores >= 0.4 misses one target of four and accepts one non-target of four: both rates 1/4.
     scores = [0.9, 0.8, 0.7, 0.35, 0.4, 0.3, 0.2, 0.1]
     assert equal_error_point(scores, [1, 1, 1, 1, 0, 0, 0, 0]) == (0.25, 0.4)

@@ -85,7 +85,7 @@ def test_train_and_evaluate_verification_writes_scores_and_det_curve(tiny_corpus
     assert checkpoint["genotype"] == AUTOSPEECH and "MODEL" in checkpoint["config"]
     assert np.array_equal(checkpoint["feature_stats"]["mean"].numpy(), np.load(tiny_corpus / "mean.npy"))
     assert np.array_equal(checkpoint["feature_stats"]["std"].numpy(), np.load(tiny_corpus / "std.npy"))
-    assert -1.0 <= checkpoint["history"][-1]["eer_threshold"] <= 1.0
+    assert -1.0 <= checkpoint["history"][-1]["threshold_at_eer"] <= 1.0
     run_script("evaluate_verification.py", "--cfg", "exps/demo/scratch_veri.yaml", "--load_path",
                str(run / "Model" / "checkpoint_last.pth"), *small(tiny_corpus, tmp_path, *TINY_CELL))
     evaluation_dir = only_run(tmp_path / "logs_eval")

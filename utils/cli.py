@@ -55,10 +55,11 @@ class OneLineErrorParser(argparse.ArgumentParser):
 
 def build_parser(
     description: str, text_arch: bool = False, load_path: str | None = None, load_path_required: bool = False,
-    cfg_help: str | None = None,
+    init_from: bool = False, cfg_help: str | None = None,
 ) -> argparse.ArgumentParser:
-    """The published arguments; `cfg_help` makes --cfg optional (for scripts that can take the config from a
-    checkpoint) and says so."""
+    """The published arguments; `init_from` adds --init_from, which starts a new run from another run's weights
+    (fine-tuning) and cannot be combined with --load_path, which resumes a run; `cfg_help` makes --cfg optional
+    (for scripts that can take the config from a checkpoint) and says so."""
     parser = OneLineErrorParser(description=description)
     parser.add_argument("--cfg", required=cfg_help is None,
                         help=cfg_help or "experiment config (YAML) file, e.g. exps/search.yaml")
@@ -67,8 +68,16 @@ def build_parser(
             "--text_arch",
             help="the genotype: its text (as printed by search.py), a file holding the text, or a checkpoint",
         )
+    # A required --load_path (evaluation) has no alternative to exclude.
+    starts = parser if load_path_required else parser.add_mutually_exclusive_group()
     if load_path:
-        parser.add_argument("--load_path", help=load_path, required=load_path_required)
+        starts.add_argument("--load_path", help=load_path, required=load_path_required)
+    if init_from:
+        starts.add_argument(
+            "--init_from", metavar="CHECKPOINT",
+            help="start a new run with the weights of this checkpoint file or run folder (its checkpoint_last.pth); "
+                 "epochs, learning-rate schedule and optimiser start afresh from this run's config",
+        )
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, default=None,
         help="config overrides as KEY VALUE pairs, e.g. DATASET.DATA_DIR /data/VoxCeleb1 TRAIN.END_EPOCH 10",
