@@ -37,6 +37,11 @@ class PrecomputedSpectrograms:
     def trial_list(self, trials: str) -> TrialList:
         return TrialList(self.cfg.DATASET.DATA_DIR, trials)
 
+    def verification_cohort_set(self) -> UtteranceWindowsDataset:
+        """Every training utterance of verification, windowed as the trials are, labelled by speaker."""
+        dataset = self.cfg.DATASET
+        return UtteranceWindowsDataset(dataset.DATA_DIR, "dev", None, dataset.PARTIAL_N_FRAMES)
+
 
 class WavFiles:
     def __init__(self, cfg: CfgNode) -> None:
@@ -60,6 +65,13 @@ class WavFiles:
 
     def trial_list(self, trials: str) -> WavTrialList:
         return WavTrialList(self.cfg.DATASET.DATA_DIR, trials, self.frontend)
+
+    def verification_cohort_set(self) -> WavWindowsDataset:
+        """Every training utterance of verification, windowed as the trials are, labelled by speaker (its
+        original speed only: the cohort stands for the speakers the trials are compared against)."""
+        classes, utterances = verification_utterances(self.cfg.DATASET.DATA_DIR)
+        return WavWindowsDataset([path for path, _ in utterances], [label for _, label in utterances],
+                                 self.frontend, self.cfg.DATASET.PARTIAL_N_FRAMES, classes, len(classes))
 
 
 FEATURE_SOURCES = {"spectrogram": PrecomputedSpectrograms, "fbank": WavFiles}

@@ -201,8 +201,7 @@ def cohort_scoring(cfg: CfgNode) -> CohortScoring | None:
     None when scores are not normalised."""
     if score_normalisation(cfg.EVAL.SCORE_NORM) is None:
         return None
-    cohort = UtteranceWindowsDataset(cfg.DATASET.DATA_DIR, "dev", None, cfg.DATASET.PARTIAL_N_FRAMES)
-    return CohortScoring(cfg.EVAL.SCORE_NORM, cohort, cfg.EVAL.COHORT_SIZE)
+    return CohortScoring(cfg.EVAL.SCORE_NORM, feature_source(cfg).verification_cohort_set(), cfg.EVAL.COHORT_SIZE)
 
 
 def trial_list(cfg: CfgNode, trials: str | None = None) -> TrialList:

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
+from models.frontends import N_BINS as SPECTROGRAM_BINS
 from models.losses import build_classifier
 from models.pooling import build_pooling
 
-SPECTROGRAM_BINS = 257
 
 
 def halved(bins: int, times: int) -> int:
