@@ -156,17 +156,22 @@ def test_a_44_khz_stereo_copy_embeds_as_the_16_khz_file(checkpoint, tiny_corpus,
 
 def test_score_trials_gives_the_eer_of_evaluate_verification(checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
     cell = ["MODEL.INIT_CHANNELS", "8", "MODEL.LAYERS", "3", "DATASET.PARTIAL_N_FRAMES", str(WINDOW)]
+    asnorm = ["EVAL.SCORE_NORM", "asnorm", "EVAL.COHORT_SIZE", "3"]
     ok("evaluate_verification.py", "--cfg", "exps/demo/scratch_veri.yaml", "--load_path", str(checkpoint),
-       "DATASET.DATA_DIR", str(tiny_corpus), "OUTPUT_DIR", str(tmp_path), *cell, capsys=capsys, monkeypatch=monkeypatch)
+       "DATASET.DATA_DIR", str(tiny_corpus), "OUTPUT_DIR", str(tmp_path), *cell, *asnorm,
+       capsys=capsys, monkeypatch=monkeypatch)
     evaluation_dir = next((tmp_path / "logs_eval").iterdir())
     evaluated = json.loads((evaluation_dir / "results.json").read_text())
+    # The cohort of AS-norm is the training speakers of the checkpoint's DATASET.DATA_DIR.
     ok("score_trials.py", "--load_path", str(checkpoint), "--trials", str(tiny_corpus / "veri_test.txt"),
-       "--audio_dir", str(tiny_corpus / "test" / "wav"), "--output", str(tmp_path / "scored"),
+       "--audio_dir", str(tiny_corpus / "test" / "wav"), "--output", str(tmp_path / "scored"), *asnorm,
        capsys=capsys, monkeypatch=monkeypatch)
     scored = json.loads((tmp_path / "scored" / "results.json").read_text())
     assert 5.0 < scored["eer"] < 95.0 and scored["trials"] == evaluated["trials"] == 90
-    assert scored["eer"] == evaluated["eer"]
+    assert scored["eer"] == evaluated["eer"] and scored["eer_asnorm"] == evaluated["eer_asnorm"]
+    assert scored["eer_asnorm"] != scored["eer"] or scored["min_dcf_0.01_asnorm"] != scored["min_dcf_0.01"]
     assert scored["min_dcf_0.01"] == pytest.approx(evaluated["min_dcf_0.01"])
+    assert scored["min_dcf_0.01_asnorm"] == pytest.approx(evaluated["min_dcf_0.01_asnorm"])
     ours = [line.split() for line in (tmp_path / "scored" / "scores.txt").read_text().splitlines()]
     theirs = [line.split() for line in (evaluation_dir / "scores.txt").read_text().splitlines()]
     assert [row[1:] for row in ours] == [row[1:] for row in theirs]
