@@ -21,6 +21,9 @@ def main() -> int:
     inputs, args.opts = split_overrides(list(args.opts or []))
     if not inputs:
         raise ConfigError("no INPUT: give audio files, folders or lists of paths after the options")
+    options = [given for given in inputs if given.startswith("--")]
+    if options:
+        raise ConfigError(f"{options[0]} comes after the INPUT files; put options such as {options[0]} before them")
     return run_extraction(args, inputs)
 
 

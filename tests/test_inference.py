@@ -264,6 +264,9 @@ def test_unreadable_files_are_named_skipped_and_counted(checkpoint, tiny_corpus,
     line = error_line("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path / "out"),
                       str(tmp_path / "nowhere.wav"), str(tmp_path / "gone"), capsys=capsys, monkeypatch=monkeypatch)
     assert line == f"error: no audio files among the inputs (2 named that do not exist, e.g. {tmp_path / 'nowhere.wav'})"
+    line = error_line("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path / "out"),
+                      str(folder), "--format", "npy", capsys=capsys, monkeypatch=monkeypatch)
+    assert line == "error: --format comes after the INPUT files; put options such as --format before them"
 
 
 def test_trial_lines_of_the_wrong_shape_are_named_by_file_and_line(checkpoint, tmp_path, capsys, monkeypatch):
