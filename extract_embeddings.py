@@ -14,7 +14,8 @@ def main() -> int:
     )
     parser.usage = "%(prog)s --load_path CKPT --output OUT [options] INPUT... [KEY VALUE ...]"
     parser.add_argument("--output", required=True, help="folder for embeddings.npz (or the .npy files)")
-    parser.add_argument("--format", choices=("npz", "npy"), default="npz", help="one .npz (default) or one .npy per input")
+    parser.add_argument("--format", choices=("npz", "npy"), default="npz",
+                        help="one .npz (default) or one .npy per input")
     parser.add_argument("--stats", help="folder of the mean.npy and std.npy of a checkpoint that carries none")
     parser.add_argument("--audio_dir", help="folder the relative paths of list files are under (default: here)")
     args = parser.parse_args()

@@ -10,7 +10,8 @@ def main() -> int:
         __doc__, text_arch=True, load_path="checkpoint file, or run folder (its checkpoint_best.pth)",
         load_path_required=True, cfg_help="config of a checkpoint that carries none (older or released ones)",
     )
-    parser.add_argument("--trials", help="trial list: '<1|0> <path> <path>' lines (VoxCeleb's format), or '<path> <path>'")
+    parser.add_argument("--trials",
+                        help="trial list: '<1|0> <path> <path>' lines (VoxCeleb's format), or '<path> <path>'")
     parser.add_argument("--audio_dir", help="folder the trial list's paths are relative to")
     parser.add_argument("--output", help="folder for scores.txt, results.json, det_curve.png, score_histograms.png")
     parser.add_argument("--pair", nargs=2, metavar=("A", "B"), help="print the score of two audio files")

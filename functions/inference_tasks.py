@@ -8,7 +8,7 @@ import torch
 
 from data_objects.errors import DataError
 from data_objects.voxceleb import read_audio_trials
-from functions.distributed import DistributedContext, init_distributed, run_in_process_group
+from functions.distributed import DistributedContext, broadcast_object, init_distributed, run_in_process_group
 from functions.evaluation import (
     CohortScoring, normalised_scores, score_trials, verification_result, write_score_file,
 )
@@ -36,7 +36,17 @@ def _start(args) -> tuple[TrainedModel, DistributedContext]:
 
 
 def _writable_output(ctx: DistributedContext, folder: str) -> Path:
-    return ensure_writable_dir(folder) if ctx.is_main else Path(folder)
+    """`folder`, created and checked by rank 0; a problem stops every process."""
+    problem = None
+    if ctx.is_main:
+        try:
+            ensure_writable_dir(folder)
+        except OutputError as error:
+            problem = str(error)
+    problem = broadcast_object(ctx, problem)
+    if problem:
+        raise OutputError(problem)
+    return Path(folder)
 
 
 # ----- embeddings of files -----
@@ -118,7 +128,8 @@ def _score_pair(model: TrainedModel, ctx: DistributedContext, args) -> int:
             print(f"{score:.6f} (the checkpoint carries no EER threshold to decide same or different)")
         else:
             decision = "same" if score >= model.threshold_at_eer else "different"
-            print(f"{score:.6f} {decision} (EER threshold {model.threshold_at_eer:.6f} of the checkpoint's last verification)")
+            print(f"{score:.6f} {decision} (EER threshold {model.threshold_at_eer:.6f} of the checkpoint's last "
+                  "verification)")
     return 0
 
 
@@ -179,7 +190,8 @@ def _score(args) -> int:
             summary.update({f"{key}{suffix}": value for key, value in verification.summary().items()
                             if key != "trials"})
             name = f" ({suffix[1:]})" if suffix else ""
-            lines += [f"EER{name} {100 * verification.eer:.2f} %", f"minDCF(p=0.01){name} {verification.min_dcf_01:.4f}",
+            lines += [f"EER{name} {100 * verification.eer:.2f} %",
+                      f"minDCF(p=0.01){name} {verification.min_dcf_01:.4f}",
                       f"minDCF(p=0.05){name} {verification.min_dcf_05:.4f}"]
         if not ctx.is_main:
             continue

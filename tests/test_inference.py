@@ -263,7 +263,8 @@ def test_unreadable_files_are_named_skipped_and_counted(checkpoint, tiny_corpus,
     assert line == "error: none of the 3 files could be read as audio (3 skipped: 1 empty, 1 too short, 1 unreadable)"
     line = error_line("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path / "out"),
                       str(tmp_path / "nowhere.wav"), str(tmp_path / "gone"), capsys=capsys, monkeypatch=monkeypatch)
-    assert line == f"error: no audio files among the inputs (2 named that do not exist, e.g. {tmp_path / 'nowhere.wav'})"
+    nowhere = tmp_path / "nowhere.wav"
+    assert line == f"error: no audio files among the inputs (2 named that do not exist, e.g. {nowhere})"
     line = error_line("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path / "out"),
                       str(folder), "--format", "npy", capsys=capsys, monkeypatch=monkeypatch)
     assert line == "error: --format comes after the INPUT files; put options such as --format before them"
