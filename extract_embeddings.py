@@ -1,5 +1,5 @@
 """Embed audio with a trained model: wav/flac files, folders (searched recursively) or lists of paths (.txt,
-.lst, .list, .scp; one per line). Writes OUT/embeddings.npz (keys = the paths as given, relative to a folder
+.lst, .list; one per line). Writes OUT/embeddings.npz (keys = the paths as given, relative to a folder
 given), or one .npy per input with --format npy."""
 from functions.experiment import KNOWN_ERRORS
 from functions.inference_tasks import run_extraction

@@ -33,7 +33,7 @@ from utils.config import ConfigError, get_default_config, merge_config_text, upd
 from utils.run_logging import get_logger
 
 # Files given on the command line with one of these suffixes are lists of audio paths, one per line.
-LIST_SUFFIXES = (".txt", ".lst", ".list", ".scp")
+LIST_SUFFIXES = (".txt", ".lst", ".list")
 
 
 @dataclass
