@@ -216,3 +216,15 @@ def test_a_crop_at_another_speed_is_that_span_played_faster(tmp_path):
         crop = dataset.crop(path, speed)
         assert len(crop) == samples_for_frames(100)
         assert abs(dominant_frequency(crop) - 500.0 * speed) < 3.0
+
+
+def test_the_generated_room_responses_start_with_their_direct_path_and_decay(augmentation_dir):
+    for kind in ("noise", "music", "speech"):
+        assert len(list((augmentation_dir / "musan" / kind).glob("*.wav"))) == 3
+    for path in sorted((augmentation_dir / "rirs").glob("*.wav")):
+        rir = soundfile.read(path, dtype="float32")[0]
+        direct = int(np.argmax(np.abs(rir)))
+        assert 16 <= direct <= 80 and np.all(rir[:direct] == 0)  # 1-5 ms
+        quarter = len(rir) // 4
+        tail = rir[direct + 1 :]
+        assert np.sum(tail[-quarter:] ** 2) < 1e-3 * np.sum(tail[:quarter] ** 2)

@@ -182,3 +182,21 @@ def test_fbank_with_a_data_folder_without_wavs(script, missing, tiny_corpus, tmp
     assert line == (f"error: no wav files in {data}/{missing}: DATASET.FEATURES fbank reads "
                     f"{missing}/<speaker>/<video>/<utterance>.wav of VoxCeleb1's layout")
     assert files_under(tmp_path / "out") == []
+
+
+def test_fbank_verification_trains_and_evaluates_from_wavs_alone(wav_corpus, tmp_path):
+    out = tmp_path / "out"
+    fbank = ["DATASET.FEATURES", "fbank", "DATASET.N_MELS", "40"]
+    run_script("train_verification.py", "--cfg", VERI_CFG, "--text_arch", GENOTYPE,
+               *small(wav_corpus, out, *TINY_CELL, *fbank, "TRAIN.MAX_STEPS_PER_EPOCH", "2"), env=SINGLE_THREAD)
+    run = only_run(out / "logs_scratch")
+    trained = json.loads((run / "results.json").read_text())["last_epoch"]
+    run_script("evaluate_verification.py", "--cfg", VERI_CFG, "--load_path", str(run / "Model" / "checkpoint_last.pth"),
+               *small(wav_corpus, out, *TINY_CELL, *fbank), env=SINGLE_THREAD)
+    evaluation = only_run(out / "logs_eval")
+    results = json.loads((evaluation / "results.json").read_text())
+    assert results["trials"] == 90 and results["skipped_trials"] == 0
+    # The same weights on the same windows: the evaluation repeats the last epoch's validation.
+    assert results["eer"] == pytest.approx(trained["eer"], abs=1e-9)
+    assert len((evaluation / "scores.txt").read_text().splitlines()) == 90
+    assert not (wav_corpus / "feature").exists()
