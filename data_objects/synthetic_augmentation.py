@@ -9,7 +9,6 @@ AUGMENT.RIR_DIR OUT_DIR/rirs. Everything is drawn from the seed.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Sequence

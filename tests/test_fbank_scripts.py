@@ -89,23 +89,18 @@ def fail_with_status_2(script: str, argv: list[str], capsys, monkeypatch) -> str
     return line
 
 
-def damaged_augmentation(augmentation_dir: Path, tmp_path: Path) -> dict[str, Path]:
-    """Folders that are wrong in one way each; {name: path}."""
-    folders = {"missing": tmp_path / "nowhere", "empty": tmp_path / "empty"}
-    folders["empty"].mkdir()
-    folders["no audio"] = tmp_path / "no_audio"
-    (folders["no audio"] / "noise").mkdir(parents=True)
-    (folders["no audio"] / "noise" / "README.txt").write_text("no sounds here")
-    folders["unreadable"] = tmp_path / "unreadable"
-    (folders["unreadable"] / "noise").mkdir(parents=True)
+def write_damaged_folders(tmp_path: Path) -> None:
+    """Augmentation folders that are wrong in one way each: empty/, no_audio/, unreadable/, rirs_unreadable/."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "no_audio" / "noise").mkdir(parents=True)
+    (tmp_path / "no_audio" / "noise" / "README.txt").write_text("no sounds here")
+    (tmp_path / "unreadable" / "noise").mkdir(parents=True)
     for name in ("a.wav", "b.wav"):
-        (folders["unreadable"] / "noise" / name).write_bytes(b"RIFF....WAVE broken")
-    folders["rirs unreadable"] = tmp_path / "rirs_unreadable"
-    shutil.copytree(folders["unreadable"] / "noise", folders["rirs unreadable"])
-    return folders
+        (tmp_path / "unreadable" / "noise" / name).write_bytes(b"RIFF....WAVE broken")
+    shutil.copytree(tmp_path / "unreadable" / "noise", tmp_path / "rirs_unreadable")
 
 
-# (overrides, expected line); {aug} is the augmentation folder, {tmp} the test's folder.
+# (overrides, expected line); {tmp} is the test's folder.
 BAD_SETTINGS = {
     "unknown front-end": (["DATASET.FEATURES", "mfcc"],
                           "error: unknown DATASET.FEATURES 'mfcc'; valid names: spectrogram, fbank"),
@@ -138,9 +133,8 @@ BAD_SETTINGS = {
 
 @pytest.mark.parametrize("script", ["train_identification.py", "train_verification.py"])
 @pytest.mark.parametrize("problem", BAD_SETTINGS)
-def test_bad_front_end_and_augmentation_settings(problem, script, wav_corpus, augmentation_dir, tmp_path, capsys,
-                                                 monkeypatch):
-    damaged_augmentation(augmentation_dir, tmp_path)
+def test_bad_front_end_and_augmentation_settings(problem, script, wav_corpus, tmp_path, capsys, monkeypatch):
+    write_damaged_folders(tmp_path)
     overrides, expected = BAD_SETTINGS[problem]
     overrides = [value.replace("{tmp}", str(tmp_path)) for value in overrides]
     cfg = IDEN_CFG if "identification" in script else VERI_CFG
