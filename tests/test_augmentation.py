@@ -17,7 +17,8 @@ from data_objects.augmentation import (
 )
 from data_objects.errors import DataError
 from data_objects.sources import feature_source
-from functions.data_loading import SeededItems, item_seed
+from functions.data_loading import SeededItems, item_seed, training_loader
+from functions.distributed import single_process
 from utils.config import get_default_config
 
 RATE = 16_000
@@ -228,3 +229,15 @@ def test_the_generated_room_responses_start_with_their_direct_path_and_decay(aug
         quarter = len(rir) // 4
         tail = rir[direct + 1 :]
         assert np.sum(tail[-quarter:] ** 2) < 1e-3 * np.sum(tail[:quarter] ** 2)
+
+
+def test_augmented_batches_do_not_depend_on_the_number_of_loader_workers(wav_corpus, augmentation_dir):
+    dataset = feature_source(augmented_config(wav_corpus, augmentation_dir)).verification_train_set()
+    ctx = single_process("cpu")
+    batches = []
+    for workers in (0, 2):
+        loader = training_loader(dataset, 4, seed=5, ctx=ctx, num_workers=workers, max_batches=2)
+        loader.sampler.set_epoch(1)
+        batches.append(list(loader))
+    for (features, labels), (features_w, labels_w) in zip(*batches):
+        assert torch.equal(features, features_w) and torch.equal(labels, labels_w)
