@@ -128,6 +128,8 @@ BAD_SETTINGS = {
     "probability above 1": (["AUGMENT.SPECAUGMENT_PROB", "1.5"],
                             "error: AUGMENT.SPECAUGMENT_PROB must be a probability in [0, 1], got 1.5"),
     "too many mel bands": (["DATASET.N_MELS", "300"], "error: DATASET.N_MELS 300 is too many for a 512-point FFT"),
+    "crop too short for the FFT": (["DATASET.PARTIAL_N_FRAMES", "2"],
+                                   "error: DATASET.PARTIAL_N_FRAMES must be at least 3 with DATASET.FEATURES fbank"),
 }
 
 
