@@ -241,3 +241,26 @@ def test_augmented_batches_do_not_depend_on_the_number_of_loader_workers(wav_cor
         batches.append(list(loader))
     for (features, labels), (features_w, labels_w) in zip(*batches):
         assert torch.equal(features, features_w) and torch.equal(labels, labels_w)
+
+
+def test_the_precomputed_spectrograms_take_spec_augment_and_stay_as_published_without_it(tiny_corpus):
+    from data_objects.datasets import SpectrogramDataset
+
+    cfg = get_default_config()
+    cfg.DATASET.DATA_DIR, cfg.DATASET.PARTIAL_N_FRAMES = str(tiny_corpus), 100
+    published = SpectrogramDataset(tiny_corpus, "merged", "train", 100)
+    plain = feature_source(cfg).identification_train_set("train")
+    cfg.AUGMENT.SPECAUGMENT_PROB = 1.0
+    masked = feature_source(cfg).identification_train_set("train")
+    for seed in range(5):
+        torch.manual_seed(seed)
+        expected, label = published[3]
+        torch.manual_seed(seed)
+        assert torch.equal(plain[3][0], expected)
+        torch.manual_seed(seed)
+        window, masked_label = masked[3]
+        zero = window == 0
+        assert masked_label == label and window.shape == expected.shape == (100, 257)
+        # The same crop; the masks' draws come before the time reversal's, which may then go the other way.
+        assert any(torch.equal(window[~zero], crop[~zero]) for crop in (expected, expected.flip(0)))
+        assert zero.any() and torch.equal(zero, zero.all(dim=1, keepdim=True) | zero.all(dim=0, keepdim=True))
