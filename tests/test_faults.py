@@ -181,10 +181,13 @@ def test_a_finished_run_extended_by_resume_equals_one_run_with_the_longer_schedu
 
 # ----- the other entry scripts: killed or stopped at a chosen step (tests/helpers/launch.py), then resumed -----
 def two_trials(corpus: Path, folder: Path) -> Path:
-    """The first target and the first non-target trial of the corpus: validation embeds 4 utterances, not 18."""
-    lines = (corpus / "veri_test.txt").read_text().splitlines()
+    """The first target trial of the corpus and a non-target trial: validation embeds 3 or 4 utterances, not 18."""
+    trials = [line.split() for line in (corpus / "veri_test.txt").read_text().splitlines()]
+    target = next(trial for trial in trials if trial[0] == "1")
+    non_targets = [trial for trial in trials if trial[0] == "0"]
+    sharing = [trial for trial in non_targets if set(trial[1:]) & set(target[1:])]
     path = folder / "two_trials.txt"
-    path.write_text("\n".join([next(l for l in lines if l[0] == "1"), next(l for l in lines if l[0] == "0")]) + "\n")
+    path.write_text("".join(" ".join(trial) + "\n" for trial in (target, (sharing or non_targets)[0])))
     return path
 
 
@@ -219,10 +222,12 @@ def assert_resumed_exactly(run: Path, reference: Path, state_keys: tuple[str, ..
 def test_search_stopped_then_killed_mid_epoch_resumes_to_the_uninterrupted_search(tiny_corpus, tmp_path):
     """3 steps an epoch, each an architecture step on a `val` batch (10 utterances: 2 batches of 4, so the cycle
     of `val` batches wraps inside an epoch) and a weight step. SIGTERM at step 1 of epoch 0: the resume skips the
-    2 steps taken, in both loaders; SIGKILL at step 1 of epoch 1: the resume redoes that epoch from its start."""
+    2 steps taken, in both loaders; SIGKILL at step 1 of epoch 1: the resume redoes that epoch from its start.
+    Single-path mode and half-second crops: four searches at half the cost (the same loop, samples and resume)."""
     def search(out: Path, record: str, *probes: str, options: tuple = (), check: bool = True):
         return launch(1, "--record", str(out / record), *probes, "search.py", "--cfg", SEARCH_CFG, *options,
-                      *small(tiny_corpus, out, *TINY_CELL, "TRAIN.END_EPOCH", "2"), check=check)
+                      *small(tiny_corpus, out, *TINY_CELL, "TRAIN.END_EPOCH", "2", "MODEL.SINGLE_PATH", "True",
+                             "DATASET.PARTIAL_N_FRAMES", "50"), check=check)
 
     search(tmp_path / "straight", "record0")
     reference = only_run(tmp_path / "straight" / "logs_search")
@@ -249,19 +254,21 @@ def test_search_stopped_then_killed_mid_epoch_resumes_to_the_uninterrupted_searc
     assert_resumed_exactly(run, reference, ("state_dict", "optimizer", "arch_optimizer", "genotype", "global_step"))
 
 
-@pytest.mark.parametrize("script,cfg,needs,logs", [
-    ("train_verification.py", VERI_CFG, ["--text_arch", GENOTYPE], "logs_scratch"),
-    ("train_baseline_verification.py", RESNET_VERI_CFG, [], "logs"),
+@pytest.mark.parametrize("script,cfg,needs,logs,size", [
+    ("train_verification.py", VERI_CFG, ["--text_arch", GENOTYPE], "logs_scratch", []),
+    # ResNet-18 is the costliest network here: half-second crops in pairs.
+    ("train_baseline_verification.py", RESNET_VERI_CFG, [], "logs",
+     ["TRAIN.BATCH_SIZE", "2", "DATASET.PARTIAL_N_FRAMES", "50"]),
 ], ids=["genotype network", "ResNet-18"])
 def test_verification_training_killed_mid_epoch_resumes_to_the_uninterrupted_run(
-    script, cfg, needs, logs, tiny_corpus, tmp_path
+    script, cfg, needs, logs, size, tiny_corpus, tmp_path
 ):
     """SIGKILL at step 1 of epoch 1 (of 2, 3 steps each); the resume redoes epoch 1 from its end-of-epoch-0
     checkpoint. Drop-path 0.5 for the genotype network: 0.5 * epoch / 2 in each epoch, so 0.25 in epoch 1."""
     def train(out: Path, record: str, *probes: str, options: tuple = (), check: bool = True):
         return launch(1, "--record", str(out / record), *probes, script, "--cfg", cfg, *options, *needs,
                       *small(tiny_corpus, out, *TINY_CELL, "TRAIN.END_EPOCH", "2", "MODEL.DROP_PATH_PROB", "0.5",
-                             "DATASET.TRIALS", str(two_trials(tiny_corpus, tmp_path))), check=check)
+                             "DATASET.TRIALS", str(two_trials(tiny_corpus, tmp_path)), *size), check=check)
 
     train(tmp_path / "straight", "record0")
     reference = only_run(tmp_path / "straight" / logs)

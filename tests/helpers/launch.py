@@ -71,6 +71,8 @@ def read_record(folder: Path, rank: int = 0) -> list[dict]:
 
 
 def main() -> None:
+    # No option may abbreviate one of torchrun's, which reads the whole command line (`--signal` would be taken for
+    # its `--signals-to-handle`).
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--record", type=Path)
     parser.add_argument("--send_signal", choices=("SIGKILL", "SIGTERM", "SIGINT"))
