@@ -43,9 +43,9 @@ def training_args(corpus: Path, out: Path, batch: int, *options: str) -> list[st
                    "MODEL.DROP_PATH_PROB", "0.0")]
 
 
-def train(corpus: Path, out: Path, processes: int, batch: int, *probes: str, options: tuple = ()) -> Path:
-    launch(processes, "--group_norm", "--record", str(out / "record"), *probes,
-           *training_args(corpus, out, batch, "--text_arch", GENOTYPE, *options))
+def train(corpus: Path, out: Path, processes: int, batch: int) -> Path:
+    launch(processes, "--group_norm", "--record", str(out / "record"),
+           *training_args(corpus, out, batch, "--text_arch", GENOTYPE))
     return only_run(out / "logs_scratch")
 
 
