@@ -11,6 +11,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
 PYTHON = sys.executable
+# One thread per process: runs compared with each other then do the same arithmetic in the same order, bit for bit.
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+LAUNCHER = ["-m", "tests.helpers.launch"]
 
 
 def run_script(*args: str, check: bool = True, timeout: float = 300, env: dict | None = None):
@@ -22,6 +25,14 @@ def run_script(*args: str, check: bool = True, timeout: float = 300, env: dict |
     if check and process.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {process.returncode}:\n{process.stdout}\n{process.stderr}")
     return process
+
+
+def launch(processes: int, *args: str, check: bool = True, timeout: float = 300):
+    """Run an entry script through tests/helpers/launch.py (its probes are options before the script), as one
+    plain process or as `processes` torchrun processes on gloo; one thread each."""
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    return run_script(*(torchrun if processes > 1 else []), *LAUNCHER, *args, check=check, timeout=timeout,
+                      env=SINGLE_THREAD)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """Faults and bad input end to end: killed or signalled runs resume to the result of an uninterrupted run, and
-every kind of bad input stops the entry script with one line, a non-zero exit and nothing half-written.
+every kind of bad input stops the entry script with one line, exit status 2 and nothing half-written.
 
 Killing, signalling and resuming use real processes. Bad input runs each entry script's `main` in this process
 through `run_main`, as the script's `__main__` does: an exception that `run_main` did not turn into one line
@@ -26,7 +26,8 @@ import torch
 from functions.experiment import KNOWN_ERRORS
 from functions.run_directory import RunDirectory
 from models.genotypes import AUTOSPEECH, genotype_to_text
-from tests.conftest import PYTHON, REPO, run_script
+from tests.conftest import PYTHON, REPO, SINGLE_THREAD, launch, run_script
+from tests.helpers.launch import read_record
 from tests.test_scripts import TINY_CELL, only_run, small
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.cli import run_main
@@ -34,8 +35,6 @@ from utils.cli import run_main
 GENOTYPE = genotype_to_text(AUTOSPEECH)
 IDEN_CFG, VERI_CFG, SEARCH_CFG = "exps/demo/scratch_iden.yaml", "exps/demo/scratch_veri.yaml", "exps/demo/search.yaml"
 RESNET_IDEN_CFG, RESNET_VERI_CFG = "exps/demo/resnet18_iden.yaml", "exps/demo/resnet18_veri.yaml"
-# One thread per process: the runs compared below then do the same arithmetic in the same order, bit for bit.
-SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # Epochs of 6 steps, validated every epoch: a signal sent when an epoch ends lands inside the next one (or, on a
 # busy machine, a later one: 4 epochs leave room for that).
 EPOCHS = 4
@@ -75,9 +74,13 @@ def resume(corpus: Path, out: Path, run: Path) -> None:
     run_script(*training_args(corpus, out, "--load_path", str(run)), env=SINGLE_THREAD)
 
 
+def logged_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "Log" / "metrics.jsonl").read_text().splitlines()]
+
+
 def outcome(run: Path) -> tuple[list[dict], dict[str, torch.Tensor], dict]:
     """What a finished run leaves: its logged metrics, final weights and test scores."""
-    history = [json.loads(line) for line in (run / "Log" / "metrics.jsonl").read_text().splitlines()]
+    history = logged_metrics(run)
     weights = load_checkpoint(run / "Model" / "checkpoint_last.pth")["state_dict"]
     results = json.loads((run / "results.json").read_text())
     return history, weights, {key: results[key] for key in ("test_last", "test_selected_on_val")}
@@ -176,16 +179,127 @@ def test_a_finished_run_extended_by_resume_equals_one_run_with_the_longer_schedu
     assert_same_outcome(run, uninterrupted)
 
 
-# ----- bad input: one line, non-zero exit, nothing half-written -----
+# ----- the other entry scripts: killed or stopped at a chosen step (tests/helpers/launch.py), then resumed -----
+def two_trials(corpus: Path, folder: Path) -> Path:
+    """The first target trial of the corpus and a non-target trial: validation embeds 3 or 4 utterances, not 18."""
+    trials = [line.split() for line in (corpus / "veri_test.txt").read_text().splitlines()]
+    target = next(trial for trial in trials if trial[0] == "1")
+    non_targets = [trial for trial in trials if trial[0] == "0"]
+    sharing = [trial for trial in non_targets if set(trial[1:]) & set(target[1:])]
+    path = folder / "two_trials.txt"
+    path.write_text("".join(" ".join(trial) + "\n" for trial in (target, (sharing or non_targets)[0])))
+    return path
+
+
+def assert_same_tensors(value, expected, where: str = "") -> None:
+    """Equal nested checkpoint contents, tensors bit for bit."""
+    if isinstance(expected, torch.Tensor):
+        assert isinstance(value, torch.Tensor) and torch.equal(value, expected), where
+    elif isinstance(expected, dict):
+        assert value.keys() == expected.keys(), where
+        for key in expected:
+            assert_same_tensors(value[key], expected[key], f"{where}/{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(value) == len(expected), where
+        for index, (item, expected_item) in enumerate(zip(value, expected)):
+            assert_same_tensors(item, expected_item, f"{where}/{index}")
+    else:
+        assert value == expected, where
+
+
+def assert_resumed_exactly(run: Path, reference: Path, state_keys: tuple[str, ...]) -> None:
+    """The metrics, the checkpoint's `state_keys` (weights, optimisers) and the results of an uninterrupted run."""
+    history, expected_history = (logged_metrics(r) for r in (run, reference))
+    assert history == expected_history
+    last, expected_last = (load_checkpoint(r / "Model" / "checkpoint_last.pth") for r in (run, reference))
+    for key in state_keys:
+        assert_same_tensors(last[key], expected_last[key], key)
+    results, expected_results = ({key: value for key, value in json.loads((r / "results.json").read_text()).items()
+                                  if not key.endswith("_seconds")} for r in (run, reference))
+    assert results == expected_results
+
+
+def test_search_stopped_then_killed_mid_epoch_resumes_to_the_uninterrupted_search(tiny_corpus, tmp_path):
+    """3 steps an epoch, each an architecture step on a `val` batch (10 utterances: 2 batches of 4, so the cycle
+    of `val` batches wraps inside an epoch) and a weight step. SIGTERM at step 1 of epoch 0: the resume skips the
+    2 steps taken, in both loaders; SIGKILL at step 1 of epoch 1: the resume redoes that epoch from its start.
+    Single-path mode and half-second crops: four searches at half the cost (the same loop, samples and resume)."""
+    def search(out: Path, record: str, *probes: str, options: tuple = (), check: bool = True):
+        return launch(1, "--record", str(out / record), *probes, "search.py", "--cfg", SEARCH_CFG, *options,
+                      *small(tiny_corpus, out, *TINY_CELL, "TRAIN.END_EPOCH", "2", "MODEL.SINGLE_PATH", "True",
+                             "DATASET.PARTIAL_N_FRAMES", "50"), check=check)
+
+    search(tmp_path / "straight", "record0")
+    reference = only_run(tmp_path / "straight" / "logs_search")
+    out = tmp_path / "interrupted"
+    stopped = search(out, "record0", "--send_signal", "SIGTERM", "--at_call", "4", check=False)
+    assert stopped.returncode == 128 + signal.SIGTERM
+    run = only_run(out / "logs_search")
+    saved = load_checkpoint(run / "Model" / "checkpoint_last.pth")
+    assert (saved["epoch"], saved["step_in_epoch"]) == (0, 2)
+    killed = search(out, "record1", "--send_signal", "SIGKILL", "--at_call", "5", options=("--load_path", str(run)),
+                    check=False)
+    assert killed.returncode == -signal.SIGKILL
+    assert load_checkpoint(run / "Model" / "checkpoint_last.pth")["step_in_epoch"] == 0
+    search(out, "record2", options=("--load_path", str(run)))
+
+    # Training forward passes: architecture step, weight step, ... (3 of each an epoch).
+    passes = [call["items"] for call in read_record(tmp_path / "straight" / "record0")]
+    assert [len(p) for p in passes] == [4] * 12 and len({tuple(p) for p in passes}) == 12
+    assert [call["items"] for call in read_record(out / "record0")] == passes[:4]
+    assert [call["items"] for call in read_record(out / "record1")] == passes[4:9]
+    assert [call["items"] for call in read_record(out / "record2")] == passes[6:]
+    # exps/demo/search.yaml's TRAIN.DROPPATH_PROB 0.2, reached in the last epoch: 0.2 * epoch / (2 - 1).
+    assert [call["drop_path_prob"] for call in read_record(tmp_path / "straight" / "record0")] == [0.0] * 6 + [0.2] * 6
+    assert_resumed_exactly(run, reference, ("state_dict", "optimizer", "arch_optimizer", "genotype", "global_step"))
+
+
+@pytest.mark.parametrize("script,cfg,needs,logs,size", [
+    ("train_verification.py", VERI_CFG, ["--text_arch", GENOTYPE], "logs_scratch", []),
+    # ResNet-18 is the costliest network here: half-second crops in pairs.
+    ("train_baseline_verification.py", RESNET_VERI_CFG, [], "logs",
+     ["TRAIN.BATCH_SIZE", "2", "DATASET.PARTIAL_N_FRAMES", "50"]),
+], ids=["genotype network", "ResNet-18"])
+def test_verification_training_killed_mid_epoch_resumes_to_the_uninterrupted_run(
+    script, cfg, needs, logs, size, tiny_corpus, tmp_path
+):
+    """SIGKILL at step 1 of epoch 1 (of 2, 3 steps each); the resume redoes epoch 1 from its end-of-epoch-0
+    checkpoint. Drop-path 0.5 for the genotype network: 0.5 * epoch / 2 in each epoch, so 0.25 in epoch 1."""
+    def train(out: Path, record: str, *probes: str, options: tuple = (), check: bool = True):
+        return launch(1, "--record", str(out / record), *probes, script, "--cfg", cfg, *options, *needs,
+                      *small(tiny_corpus, out, *TINY_CELL, "TRAIN.END_EPOCH", "2", "MODEL.DROP_PATH_PROB", "0.5",
+                             "DATASET.TRIALS", str(two_trials(tiny_corpus, tmp_path)), *size), check=check)
+
+    train(tmp_path / "straight", "record0")
+    reference = only_run(tmp_path / "straight" / logs)
+    out = tmp_path / "interrupted"
+    killed = train(out, "record0", "--send_signal", "SIGKILL", "--at_call", "5", check=False)
+    assert killed.returncode == -signal.SIGKILL
+    run = only_run(out / logs)
+    assert load_checkpoint(run / "Model" / "checkpoint_last.pth")["epoch"] == 1
+    train(out, "record1", options=("--load_path", str(run)))
+
+    straight = read_record(tmp_path / "straight" / "record0")
+    assert [call["items"] for call in read_record(out / "record0")] == [call["items"] for call in straight[:5]]
+    assert [call["items"] for call in read_record(out / "record1")] == [call["items"] for call in straight[3:]]
+    if "--text_arch" in needs:
+        assert [call["drop_path_prob"] for call in straight] == [0.0] * 3 + [0.25] * 3
+    assert_resumed_exactly(run, reference, ("state_dict", "optimizer", "global_step", "best_eer"))
+
+
+# ----- bad input: one line, exit status 2, nothing half-written -----
+BAD_INPUT_STATUS = 2  # the README's promise for every row of its bad-input table
+
+
 def fail(script: str, *argv: str, capsys, monkeypatch) -> str:
-    """Run `script`'s main in this process; it must exit non-zero with one `error:` line as its last output."""
+    """Run `script`'s main in this process; it must exit with status 2 and one `error:` line as its last output."""
     module = importlib.import_module(script.removesuffix(".py"))
     monkeypatch.setattr(sys, "argv", [script, *argv])
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         run_main(module.main, KNOWN_ERRORS)
     stderr = capsys.readouterr().err
-    assert exit_info.value.code not in (0, None), stderr
+    assert exit_info.value.code == BAD_INPUT_STATUS, stderr
     assert "Warning" not in stderr, stderr
     line = last_line(stderr)
     assert line.startswith("error: ") and "\n" not in line
@@ -286,6 +400,109 @@ def test_bad_config_files(name, text, expected, tiny_corpus, tmp_path, capsys, m
                 capsys=capsys, monkeypatch=monkeypatch)
     assert expected.replace("{tmp}", str(tmp_path)) in line
     assert not (tmp_path / "out").exists()
+
+
+ALL_SCRIPTS = [*SCRIPTS, "evaluate_identification.py", "evaluate_verification.py"]
+
+
+@pytest.mark.parametrize("script", ALL_SCRIPTS)
+@pytest.mark.parametrize("arguments,expected", [
+    ([], "error: the following arguments are required: --cfg"),
+    (["--cfg"], "error: argument --cfg: expected one argument (see {script} --help)"),
+    (["--cfg", IDEN_CFG, "--bogus"], "error: unrecognized arguments: --bogus (see {script} --help)"),
+    (["--cfg", IDEN_CFG, "--load_path"], "error: argument --load_path: expected one argument (see {script} --help)"),
+    (["--cfg", IDEN_CFG, "TRAIN.LR"], "error: overrides must be KEY VALUE pairs; 'TRAIN.LR' has no value"),
+    (["--cfg", IDEN_CFG, "TRAIN.LR", "0.1", "TRAIN.END_EPOCH"],
+     "error: overrides must be KEY VALUE pairs; 'TRAIN.END_EPOCH' has no value"),
+], ids=["no arguments", "--cfg without a value", "unknown option", "--load_path without a value",
+        "override without a value", "last override without a value"])
+def test_argument_errors_of_every_entry_script(script, arguments, expected, tmp_path, capsys, monkeypatch):
+    if script.startswith("evaluate") and arguments[2:3] != ["--load_path"]:
+        arguments = [*arguments[:2], "--load_path", str(tmp_path / "checkpoint.pth"), *arguments[2:]]
+    line = fail(script, *arguments, capsys=capsys, monkeypatch=monkeypatch)
+    assert line.startswith(expected.replace("{script}", script))
+    assert files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("script,arguments,expected", [
+    ("data_preprocess.py", [], "error: the following arguments are required: data_dir (see data_preprocess.py --help)"),
+    ("data_preprocess.py", ["/data", "--bogus"], "error: unrecognized arguments: --bogus (see data_preprocess.py"),
+    ("data_objects.synthetic", [], "error: the following arguments are required: out_dir"),
+    ("models.visualize", [], "error: the following arguments are required: genotype, out_prefix"),
+    ("demo.py", ["--bogus"], "error: unrecognized arguments: --bogus (see demo.py --help)"),
+])
+def test_argument_errors_of_the_other_entry_points(script, arguments, expected, capsys, monkeypatch):
+    assert fail(script, *arguments, capsys=capsys, monkeypatch=monkeypatch).startswith(expected)
+
+
+# (script, overrides, what the one line must name: the key, the value given and the values accepted)
+UNUSABLE_SETTINGS = {
+    "batch of 0": ("train_identification.py", ["TRAIN.BATCH_SIZE", "0"], ["TRAIN.BATCH_SIZE", "at least 1", "0"]),
+    "no epoch": ("search.py", ["TRAIN.END_EPOCH", "0"], ["TRAIN.END_EPOCH", "at least 1", "0"]),
+    "validation never": ("train_verification.py", ["VAL_FREQ", "0"], ["VAL_FREQ", "at least 1", "0"]),
+    "negative window": ("train_baseline_identification.py", ["DATASET.PARTIAL_N_FRAMES", "-3"],
+                        ["DATASET.PARTIAL_N_FRAMES", "at least 1", "-3"]),
+    "unknown model": ("train_baseline_verification.py", ["MODEL.NAME", "resnet50"],
+                      ["MODEL.NAME", "resnet50", "model_search", "model", "resnet18", "resnet34"]),
+    "unknown search space": ("search.py", ["MODEL.SEARCH_SPACE", "s9"], ["MODEL.SEARCH_SPACE", "s9", "s1, s2, s3"]),
+    "unknown device": ("evaluate_identification.py", ["DEVICE", "tpu"], ["DEVICE", "tpu", "auto", "cpu", "cuda"]),
+    "cuda without a GPU": ("evaluate_verification.py", ["DEVICE", "cuda"], ["DEVICE", "cuda", "no CUDA device"]),
+}
+
+
+@pytest.mark.parametrize("setting", UNUSABLE_SETTINGS)
+def test_settings_no_run_can_use(setting, checkpoint_path, tiny_corpus, tmp_path, capsys, monkeypatch):
+    script, overrides, named = UNUSABLE_SETTINGS[setting]
+    if setting == "cuda without a GPU" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    cfg, needs = every_script(checkpoint_path)[script]
+    line = fail(script, "--cfg", cfg, *needs, *small(tiny_corpus, tmp_path / "out", *TINY_CELL), *overrides,
+                capsys=capsys, monkeypatch=monkeypatch)
+    assert all(word in line for word in named), line
+    assert files_under(tmp_path / "out") == []
+
+
+def run_copy(run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run, tmp_path / run.name))
+
+
+def test_resuming_with_another_text_arch_is_refused_and_leaves_the_run_as_it_was(
+    uninterrupted, tiny_corpus, tmp_path, capsys, monkeypatch
+):
+    run = run_copy(uninterrupted, tmp_path)
+    # The log says which checkpoint was read before the genotype in it was compared; nothing else changes.
+    before = {path: path.read_bytes() for path in files_under(run) if path.name != "train.log"}
+    other = GENOTYPE.replace("max_pool_3x3", "avg_pool_3x3")
+    line = fail("train_identification.py", "--cfg", IDEN_CFG, "--load_path", str(run), "--text_arch", other,
+                *small(tiny_corpus, tmp_path / "out", *TINY_CELL, *RUN_LENGTH), capsys=capsys, monkeypatch=monkeypatch)
+    assert line == "error: --text_arch differs from the genotype of the checkpoint being resumed"
+    assert {path: path.read_bytes() for path in files_under(run) if path.name != "train.log"} == before
+
+
+def test_a_truncated_checkpoint_is_named_and_a_resume_falls_back_to_the_previous_one(
+    uninterrupted, tiny_corpus, tmp_path, capsys, monkeypatch
+):
+    checkpoint = uninterrupted / "Model" / "checkpoint_last.pth"
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    line = fail("evaluate_verification.py", "--cfg", VERI_CFG, "--load_path", str(truncated),
+                *small(tiny_corpus, tmp_path / "out", *TINY_CELL), capsys=capsys, monkeypatch=monkeypatch)
+    assert line.startswith(f"error: cannot read checkpoint {truncated}: truncated or corrupt file (")
+    assert files_under(tmp_path / "out") == []
+
+    # The run's last checkpoint cut in half; its end-of-epoch checkpoint of the last epoch holds the same state.
+    run = run_copy(uninterrupted, tmp_path)
+    last = run / "Model" / "checkpoint_last.pth"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    resume(tiny_corpus, tmp_path, run)
+    log = (run / "Log" / "train.log").read_text()
+    assert f"warning: cannot read checkpoint {last}: truncated or corrupt file (" in log
+    assert "; trying the previous checkpoint" in log
+    assert f"resuming from {run / 'Model' / f'checkpoint_{EPOCHS - 1}.pth'} (epoch {EPOCHS}, step 0)" in log
+    expected_history, _, expected_scores = outcome(uninterrupted)
+    assert logged_metrics(run) == expected_history
+    results = json.loads((run / "results.json").read_text())
+    assert {key: results[key] for key in expected_scores} == expected_scores
 
 
 def remove(corpus: Path, *patterns: str) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from models import MODEL_NAMES, build_model
+from models import MODEL_NAMES, build_model, genotype_network, search_network
 from models.genotype_network import GenotypeNetwork
 from models.genotypes import AUTOSPEECH, Genotype, GenotypeError
 from models.operations import OPS, Zero
@@ -150,6 +151,56 @@ def test_drop_path_only_in_training() -> None:
     x = _spectrograms(2, 200)
     with torch.no_grad():
         assert torch.equal(model(x), model(x))
+
+
+class DropPathCounter:
+    """Stands in for `drop_path` where a network calls it: calls it, and counts over every call the sample-paths
+    whose input was not zero and whose output is (dropped), checking that the kept ones are scaled by 1 / keep."""
+
+    def __init__(self, drop_path) -> None:
+        self.drop_path, self.dropped, self.paths = drop_path, 0, 0
+
+    def __call__(self, x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+        out = self.drop_path(x, drop_prob)
+        live = x.detach().flatten(1).abs().amax(1) > 0
+        zeroed = out.detach().flatten(1).abs().amax(1) == 0
+        kept = live & ~zeroed
+        assert torch.allclose(out[kept], x[kept] / (1.0 - drop_prob), rtol=1e-5, atol=1e-6)
+        self.dropped += int((live & zeroed).sum())
+        self.paths += int(live.sum())
+        return out
+
+
+DROP_PROB = 0.3
+
+
+@pytest.mark.parametrize("module", [genotype_network, search_network], ids=["genotype network", "search network"])
+def test_drop_path_while_training_drops_that_fraction_of_paths(module, monkeypatch) -> None:
+    counter = DropPathCounter(module.drop_path)
+    monkeypatch.setattr(module, "drop_path", counter)
+    torch.manual_seed(0)
+    if module is genotype_network:
+        network = GenotypeNetwork(4, 5, 3, AUTOSPEECH)
+    else:  # single path: only the sampled operation of each edge runs, the cheaper way to draw many paths
+        network = SearchNetwork(4, 5, 3, single_path=True)
+    network.train()
+    x = _spectrograms(8, 40)
+    outputs = {}
+    for prob in (0.0, 0.0, DROP_PROB):
+        network.drop_path_prob = prob
+        torch.manual_seed(1)  # the same Gumbel sample for the search network: only drop-path may differ
+        with torch.no_grad():
+            outputs.setdefault(prob, []).append(network(x))
+    assert torch.equal(*outputs[0.0])
+    assert not torch.allclose(outputs[DROP_PROB][0], outputs[0.0][0], atol=1e-3)
+    with torch.no_grad():
+        for _ in range(5):
+            network(x)
+    # Each path of each sample is dropped independently with probability DROP_PROB: the count is binomial.
+    # Over at least 1,000 paths its standard deviation is under 1.5 % of them.
+    assert counter.paths >= 1000
+    spread = math.sqrt(DROP_PROB * (1 - DROP_PROB) / counter.paths)
+    assert abs(counter.dropped / counter.paths - DROP_PROB) < 4 * spread
 
 
 # The search network -------------------------------------------------------------------------------------------

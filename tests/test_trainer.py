@@ -50,7 +50,11 @@ class TinyNet(nn.Module):
         return out * float("nan") if self.calls == self.fail_at_call else out
 
 
-def make_trainer(root, epochs=3, ctx=CPU, batch=4, **net_options):
+def adam(parameters) -> torch.optim.Optimizer:
+    return torch.optim.Adam(parameters, lr=0.01)
+
+
+def make_trainer(root, epochs=3, ctx=CPU, batch=4, optimizer=adam, **net_options):
     cfg = get_default_config()
     cfg.TRAIN.END_EPOCH, cfg.VAL_FREQ, cfg.PRINT_FREQ, cfg.SEED = epochs, 1, 2, 7
     cfg.freeze()
@@ -59,7 +63,7 @@ def make_trainer(root, epochs=3, ctx=CPU, batch=4, **net_options):
     run = RunDirectory(root)
     run.model_dir.mkdir(parents=True, exist_ok=True)
     run.log_dir.mkdir(parents=True, exist_ok=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    optimizer = optimizer(model.parameters())
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, 0.001)
     loader = training_loader(NoisyFrames(), batch, cfg.SEED, ctx, num_workers=0)
 
