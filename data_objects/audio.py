@@ -206,7 +206,7 @@ def compute_features(
 def audio_length(path: str | os.PathLike) -> int:
     """Samples of an audio file at 16 kHz, from its header alone."""
     info = _audio_info(path)
-    return info.frames if info.samplerate == SAMPLE_RATE else info.frames * SAMPLE_RATE // info.samplerate
+    return info.frames * SAMPLE_RATE // info.samplerate
 
 
 def _audio_info(path: str | os.PathLike):

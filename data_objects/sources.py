@@ -13,7 +13,8 @@ from data_objects.wav_datasets import (
     WavCropDataset, WavTrialList, WavWindowsDataset, identification_utterances, identification_windows,
     verification_utterances,
 )
-from models.frontends import build_frontend, check_frontend_name
+from models.frontends import N_FFT, build_frontend, check_frontend_name, samples_for_frames
+from utils.config import ConfigError
 
 
 class PrecomputedSpectrograms:
@@ -45,6 +46,10 @@ class PrecomputedSpectrograms:
 
 class WavFiles:
     def __init__(self, cfg: CfgNode) -> None:
+        n_frames = cfg.DATASET.PARTIAL_N_FRAMES
+        if samples_for_frames(n_frames) <= N_FFT // 2:
+            raise ConfigError(f"DATASET.PARTIAL_N_FRAMES must be at least 3 with DATASET.FEATURES fbank (a crop must "
+                              f"be longer than half the {N_FFT}-point FFT), got {n_frames}")
         self.cfg = cfg
         self.frontend = build_frontend(cfg)
 

@@ -9,7 +9,6 @@ AUGMENT.RIR_DIR OUT_DIR/rirs. Everything is drawn from the seed.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -80,16 +79,15 @@ def _write(path: Path, samples: np.ndarray, peak: float = 0.5) -> None:
 def generate_augmentation_data(out_dir: str | Path, seed: int = 0, files: int = 6) -> dict[str, int]:
     """Write the MUSAN-layout folder and the RIRs under `out_dir`; returns the files written per kind."""
     out_dir = Path(out_dir)
-    makers = {
-        "musan/noise": lambda rng, i: coloured_noise(rng, rng.uniform(3.0, 6.0)),
-        "musan/music": lambda rng, i: music(rng, rng.uniform(4.0, 8.0)),
-        "musan/speech": lambda rng, i: speech(rng, i, seed),
-        "rirs": lambda rng, i: room_impulse_response(rng),
+    makers = {  # folder: (file name prefix, peak level, generator)
+        "musan/noise": ("noise", 0.5, lambda rng, i: coloured_noise(rng, rng.uniform(3.0, 6.0))),
+        "musan/music": ("music", 0.5, lambda rng, i: music(rng, rng.uniform(4.0, 8.0))),
+        "musan/speech": ("speech", 0.5, lambda rng, i: speech(rng, i, seed)),
+        "rirs": ("rir", 0.9, lambda rng, i: room_impulse_response(rng)),
     }
-    for kind_index, (kind, make) in enumerate(makers.items()):
+    for kind_index, (kind, (prefix, peak, make)) in enumerate(makers.items()):
         for i in range(files):
-            rng = _rng(seed, 3_000_000 + kind_index, i)
-            _write(out_dir / kind / f"{Path(kind).name}_{i + 1:04d}.wav", make(rng, i), 0.9 if kind == "rirs" else 0.5)
+            _write(out_dir / kind / f"{prefix}_{i + 1:04d}.wav", make(_rng(seed, 3_000_000 + kind_index, i), i), peak)
     return {kind: files for kind in makers}
 
 

@@ -17,7 +17,8 @@ from data_objects.augmentation import (
 )
 from data_objects.errors import DataError
 from data_objects.sources import feature_source
-from functions.data_loading import SeededItems, item_seed
+from functions.data_loading import SeededItems, item_seed, training_loader
+from functions.distributed import single_process
 from utils.config import get_default_config
 
 RATE = 16_000
@@ -216,3 +217,50 @@ def test_a_crop_at_another_speed_is_that_span_played_faster(tmp_path):
         crop = dataset.crop(path, speed)
         assert len(crop) == samples_for_frames(100)
         assert abs(dominant_frequency(crop) - 500.0 * speed) < 3.0
+
+
+def test_the_generated_room_responses_start_with_their_direct_path_and_decay(augmentation_dir):
+    for kind in ("noise", "music", "speech"):
+        assert len(list((augmentation_dir / "musan" / kind).glob("*.wav"))) == 3
+    for path in sorted((augmentation_dir / "rirs").glob("*.wav")):
+        rir = soundfile.read(path, dtype="float32")[0]
+        direct = int(np.argmax(np.abs(rir)))
+        assert 16 <= direct <= 80 and np.all(rir[:direct] == 0)  # 1-5 ms
+        quarter = len(rir) // 4
+        tail = rir[direct + 1 :]
+        assert np.sum(tail[-quarter:] ** 2) < 1e-3 * np.sum(tail[:quarter] ** 2)
+
+
+def test_augmented_batches_do_not_depend_on_the_number_of_loader_workers(wav_corpus, augmentation_dir):
+    dataset = feature_source(augmented_config(wav_corpus, augmentation_dir)).verification_train_set()
+    ctx = single_process("cpu")
+    batches = []
+    for workers in (0, 2):
+        loader = training_loader(dataset, 4, seed=5, ctx=ctx, num_workers=workers, max_batches=2)
+        loader.sampler.set_epoch(1)
+        batches.append(list(loader))
+    for (features, labels), (features_w, labels_w) in zip(*batches):
+        assert torch.equal(features, features_w) and torch.equal(labels, labels_w)
+
+
+def test_the_precomputed_spectrograms_take_spec_augment_and_stay_as_published_without_it(tiny_corpus):
+    from data_objects.datasets import SpectrogramDataset
+
+    cfg = get_default_config()
+    cfg.DATASET.DATA_DIR, cfg.DATASET.PARTIAL_N_FRAMES = str(tiny_corpus), 100
+    published = SpectrogramDataset(tiny_corpus, "merged", "train", 100)
+    plain = feature_source(cfg).identification_train_set("train")
+    cfg.AUGMENT.SPECAUGMENT_PROB = 1.0
+    masked = feature_source(cfg).identification_train_set("train")
+    for seed in range(5):
+        torch.manual_seed(seed)
+        expected, label = published[3]
+        torch.manual_seed(seed)
+        assert torch.equal(plain[3][0], expected)
+        torch.manual_seed(seed)
+        window, masked_label = masked[3]
+        zero = window == 0
+        assert masked_label == label and window.shape == expected.shape == (100, 257)
+        # The same crop; the masks' draws come before the time reversal's, which may then go the other way.
+        assert any(torch.equal(window[~zero], crop[~zero]) for crop in (expected, expected.flip(0)))
+        assert zero.any() and torch.equal(zero, zero.all(dim=1, keepdim=True) | zero.all(dim=0, keepdim=True))

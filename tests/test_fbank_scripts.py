@@ -89,23 +89,18 @@ def fail_with_status_2(script: str, argv: list[str], capsys, monkeypatch) -> str
     return line
 
 
-def damaged_augmentation(augmentation_dir: Path, tmp_path: Path) -> dict[str, Path]:
-    """Folders that are wrong in one way each; {name: path}."""
-    folders = {"missing": tmp_path / "nowhere", "empty": tmp_path / "empty"}
-    folders["empty"].mkdir()
-    folders["no audio"] = tmp_path / "no_audio"
-    (folders["no audio"] / "noise").mkdir(parents=True)
-    (folders["no audio"] / "noise" / "README.txt").write_text("no sounds here")
-    folders["unreadable"] = tmp_path / "unreadable"
-    (folders["unreadable"] / "noise").mkdir(parents=True)
+def write_damaged_folders(tmp_path: Path) -> None:
+    """Augmentation folders that are wrong in one way each: empty/, no_audio/, unreadable/, rirs_unreadable/."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "no_audio" / "noise").mkdir(parents=True)
+    (tmp_path / "no_audio" / "noise" / "README.txt").write_text("no sounds here")
+    (tmp_path / "unreadable" / "noise").mkdir(parents=True)
     for name in ("a.wav", "b.wav"):
-        (folders["unreadable"] / "noise" / name).write_bytes(b"RIFF....WAVE broken")
-    folders["rirs unreadable"] = tmp_path / "rirs_unreadable"
-    shutil.copytree(folders["unreadable"] / "noise", folders["rirs unreadable"])
-    return folders
+        (tmp_path / "unreadable" / "noise" / name).write_bytes(b"RIFF....WAVE broken")
+    shutil.copytree(tmp_path / "unreadable" / "noise", tmp_path / "rirs_unreadable")
 
 
-# (overrides, expected line); {aug} is the augmentation folder, {tmp} the test's folder.
+# (overrides, expected line); {tmp} is the test's folder.
 BAD_SETTINGS = {
     "unknown front-end": (["DATASET.FEATURES", "mfcc"],
                           "error: unknown DATASET.FEATURES 'mfcc'; valid names: spectrogram, fbank"),
@@ -133,14 +128,15 @@ BAD_SETTINGS = {
     "probability above 1": (["AUGMENT.SPECAUGMENT_PROB", "1.5"],
                             "error: AUGMENT.SPECAUGMENT_PROB must be a probability in [0, 1], got 1.5"),
     "too many mel bands": (["DATASET.N_MELS", "300"], "error: DATASET.N_MELS 300 is too many for a 512-point FFT"),
+    "crop too short for the FFT": (["DATASET.PARTIAL_N_FRAMES", "2"],
+                                   "error: DATASET.PARTIAL_N_FRAMES must be at least 3 with DATASET.FEATURES fbank"),
 }
 
 
 @pytest.mark.parametrize("script", ["train_identification.py", "train_verification.py"])
 @pytest.mark.parametrize("problem", BAD_SETTINGS)
-def test_bad_front_end_and_augmentation_settings(problem, script, wav_corpus, augmentation_dir, tmp_path, capsys,
-                                                 monkeypatch):
-    damaged_augmentation(augmentation_dir, tmp_path)
+def test_bad_front_end_and_augmentation_settings(problem, script, wav_corpus, tmp_path, capsys, monkeypatch):
+    write_damaged_folders(tmp_path)
     overrides, expected = BAD_SETTINGS[problem]
     overrides = [value.replace("{tmp}", str(tmp_path)) for value in overrides]
     cfg = IDEN_CFG if "identification" in script else VERI_CFG
@@ -182,3 +178,21 @@ def test_fbank_with_a_data_folder_without_wavs(script, missing, tiny_corpus, tmp
     assert line == (f"error: no wav files in {data}/{missing}: DATASET.FEATURES fbank reads "
                     f"{missing}/<speaker>/<video>/<utterance>.wav of VoxCeleb1's layout")
     assert files_under(tmp_path / "out") == []
+
+
+def test_fbank_verification_trains_and_evaluates_from_wavs_alone(wav_corpus, tmp_path):
+    out = tmp_path / "out"
+    fbank = ["DATASET.FEATURES", "fbank", "DATASET.N_MELS", "40"]
+    run_script("train_verification.py", "--cfg", VERI_CFG, "--text_arch", GENOTYPE,
+               *small(wav_corpus, out, *TINY_CELL, *fbank, "TRAIN.MAX_STEPS_PER_EPOCH", "2"), env=SINGLE_THREAD)
+    run = only_run(out / "logs_scratch")
+    trained = json.loads((run / "results.json").read_text())["last_epoch"]
+    run_script("evaluate_verification.py", "--cfg", VERI_CFG, "--load_path", str(run / "Model" / "checkpoint_last.pth"),
+               *small(wav_corpus, out, *TINY_CELL, *fbank), env=SINGLE_THREAD)
+    evaluation = only_run(out / "logs_eval")
+    results = json.loads((evaluation / "results.json").read_text())
+    assert results["trials"] == 90 and results["skipped_trials"] == 0
+    # The same weights on the same windows: the evaluation repeats the last epoch's validation.
+    assert results["eer"] == pytest.approx(trained["eer"], abs=1e-9)
+    assert len((evaluation / "scores.txt").read_text().splitlines()) == 90
+    assert not (wav_corpus / "feature").exists()

@@ -113,7 +113,7 @@ def test_script_and_trace_give_the_eager_features_on_any_length(speech, name):
         torch.testing.assert_close(traced(batch), expected, rtol=0, atol=0)
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:Constant folding:UserWarning")
 @pytest.mark.parametrize("name", ["spectrogram", "fbank"])
 def test_onnx_export_runs_in_onnxruntime_on_another_batch_and_length(speech, name, tmp_path):
     pytest.importorskip("onnx")

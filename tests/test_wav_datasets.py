@@ -154,3 +154,16 @@ def test_a_data_folder_without_wavs_is_named(tmp_path):
         feature_source(config(tmp_path, "fbank")).verification_train_set()
     with pytest.raises(DataError, match=rf"^no wav files in {tmp_path}/dev/wav"):
         feature_source(config(tmp_path, "fbank")).identification_train_set("train")
+
+
+def test_a_span_of_a_file_at_another_rate_is_read_at_16_khz(tmp_path):
+    from data_objects import audio
+
+    seconds = np.arange(3 * 8000) / 8000
+    path = tmp_path / "tone_8k.wav"
+    soundfile.write(path, (0.3 * np.sin(2 * np.pi * 300.0 * seconds)).astype(np.float32), 8000, "PCM_16")
+    assert audio.audio_length(path) == 3 * RATE
+    span = audio.read_span(path, RATE, 8000)
+    assert len(span) == 8000
+    spectrum = np.abs(np.fft.rfft(span * np.hanning(len(span))))
+    assert abs(np.argmax(spectrum) * RATE / len(span) - 300.0) < 4.0
