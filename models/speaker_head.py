@@ -7,9 +7,8 @@ The published head (avg, 0, softmax) adds no module and no parameter: its state_
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -18,7 +17,6 @@ from yacs.config import CfgNode
 from models.frontends import N_BINS as SPECTROGRAM_BINS
 from models.losses import build_classifier
 from models.pooling import build_pooling
-
 
 
 def halved(bins: int, times: int) -> int:
