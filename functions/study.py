@@ -107,7 +107,12 @@ def load_study(args) -> Study:
     for task in tasks:
         key = f"{task.upper()}_CFG"
         _script_config(cfg[key], cfg.DATA_DIR, list(cfg.TRAIN_OPTS), "model", key)
-    root = ensure_writable_dir(Path(cfg.OUTPUT_DIR))
+    # The stages run from the repository root: every path they get is made absolute here.
+    cfg.defrost()
+    for key in ("SEARCH_CFG", "IDENTIFICATION_CFG", "VERIFICATION_CFG", "DATA_DIR"):
+        cfg[key] = str(Path(cfg[key]).resolve())
+    cfg.freeze()
+    root = ensure_writable_dir(Path(cfg.OUTPUT_DIR).resolve())
     return Study(cfg, root, search.MODEL.SEARCH_SPACE)
 
 
@@ -336,6 +341,10 @@ def run_study(args) -> int:
     if wanted and not wanted <= known:
         raise ConfigError(f"--members: unknown member(s) {', '.join(sorted(wanted - known))}; "
                           f"this study has {', '.join(sorted(known))}")
+    if getattr(args, "report_only", False):
+        write_report(study)
+        logger.info(f"report from the members on disk: {study.root / 'study.md'}")
+        return 0
     members = [member for member in study.members if wanted is None or member.name in wanted]
     logger.info(f"study in {study.root}: {len(members)} member(s), tasks {', '.join(study.cfg.TASKS)}")
     failed = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from functions.study import load_study
+from functions.study import load_study, run_study
 from models.genotypes import AUTOSPEECH, genotype_to_text
 from models.random_cells import random_genotype
 from tests.conftest import PYTHON, REPO, run_script
@@ -81,6 +81,15 @@ def test_a_failed_search_is_reported_as_failed_not_dropped(study):
     assert member["status"] == "failed" and "fewer than one global batch" in member["error"]
     row = next(line for line in (out / "study.md").read_text().splitlines() if line.startswith("| searched_4 "))
     assert "failed: search failed" in row
+
+
+def test_report_only_rewrites_the_report_from_the_members_on_disk(study, tiny_corpus):
+    out, _, _ = study
+    table = (out / "study.md").read_text()
+    (out / "study.md").unlink()
+    arguments = study_args(tiny_corpus, out)
+    assert run_study(Namespace(cfg=arguments[2], opts=arguments[3:], members=None, report_only=True)) == 0
+    assert (out / "study.md").read_text() == table
 
 
 def test_a_killed_study_skips_finished_members_and_continues_the_interrupted_one(study):
