@@ -41,6 +41,8 @@ class Plan:
     small_corpus: CorpusSize  # for the peak-memory comparison
     preprocessing_repetitions: int
     search: NetworkSize
+    # The paper's search network at batches 2, 16 and 64: one timed step each, as a step at batch 64 takes minutes.
+    search_cost: NetworkSize
     training: tuple[NetworkSize, ...]
     verification_utterances: int
     verification_repetitions: int
@@ -48,10 +50,12 @@ class Plan:
     crop_repetitions: int
 
 
-FULL = Plan("full run", CorpusSize(16, 4, 4, 5), CorpusSize(4, 2, 4, 5), 5, search_step.PAPER,
+COST_SEARCH = dataclasses.replace(search_step.PAPER, repetitions=1)
+FULL = Plan("full run", CorpusSize(16, 4, 4, 5), CorpusSize(4, 2, 4, 5), 5, search_step.PAPER, COST_SEARCH,
             (training_step.PAPER, training_step.DEMO), 40, 3, 10, 5)
 QUICK = Plan("quick run (tiny sizes: checks that every row works; the numbers mean little)",
-             CorpusSize(2, 2, 2, 3), CorpusSize(2, 2, 2, 2), 1, search_step.QUICK, (training_step.QUICK,), 8, 1, 2, 1)
+             CorpusSize(2, 2, 2, 3), CorpusSize(2, 2, 2, 2), 1, search_step.QUICK, search_step.QUICK,
+             (training_step.QUICK,), 8, 1, 2, 1)
 # On a GPU a step takes milliseconds: more repetitions, and the paper's own training batch.
 GPU_SEARCH = dataclasses.replace(search_step.PAPER, repetitions=20)
 GPU_TRAINING = (
@@ -64,7 +68,9 @@ def run_gpu(plan: Plan) -> list[Row]:
     torch.backends.cudnn.benchmark = True  # as the configs set it
     search = search_step.QUICK if plan is QUICK else GPU_SEARCH
     training = (training_step.QUICK,) if plan is QUICK else GPU_TRAINING
-    return search_step.search_rows(search, "cuda") + [training_step.training_row(size, "cuda") for size in training]
+    cost = search_step.QUICK if plan is QUICK else COST_SEARCH
+    return (search_step.search_rows(search, "cuda") + search_step.search_cost_rows(cost, "cuda")
+            + [training_step.training_row(size, "cuda") for size in training])
 
 
 def run(plan: Plan, workdir: Path) -> list[Row]:
@@ -77,12 +83,13 @@ def run(plan: Plan, workdir: Path) -> list[Row]:
     throughput, disk, corpus = timed("preprocessing and disk", lambda: preprocessing.preprocessing_rows(
         workdir, plan.corpus, plan.small_corpus, plan.preprocessing_repetitions))
     search = timed("search step", lambda: search_step.search_rows(plan.search))
+    cost = timed("search cost", lambda: search_step.search_cost_rows(plan.search_cost))
     training = timed("training step", lambda: [training_step.training_row(size) for size in plan.training])
     verifying = timed("verification", lambda: verification.verification_row(
         corpus, workdir, plan.verification_utterances, plan.verification_repetitions))
     crops = timed("training crops", lambda: crop_loading.crop_rows(workdir, plan.crops_per_length,
                                                                    plan.crop_repetitions))
-    return throughput + search + training + [verifying] + crops + disk
+    return throughput + search + cost + training + [verifying] + crops + disk
 
 
 def _positive(text: str) -> int:

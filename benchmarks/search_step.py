@@ -107,3 +107,52 @@ def search_rows(size: NetworkSize, device: str = "cpu") -> list[Row]:
             ">= 3x", single_vs_full >= 3.0 and same_single,
             f"loss of the same sample: {losses['single']:.6f} vs {losses['full']:.6f}"),
     ]
+
+
+# The paper's search: 50 epochs over VoxCeleb1's identification training partition.
+VOXCELEB1_TRAIN_UTTERANCES = 138_361
+PAPER_SEARCH_EPOCHS = 50
+COST_BATCHES = (2, 16, 64)
+
+
+def predicted_search_seconds(step_seconds: float, global_batch: int) -> float:
+    """Wall time of the paper's search from one step's time: steps per epoch x 50 epochs x step time."""
+    return VOXCELEB1_TRAIN_UTTERANCES // global_batch * PAPER_SEARCH_EPOCHS * step_seconds
+
+
+def duration_text(seconds: float) -> str:
+    days = seconds / 86_400
+    return f"{days:,.1f} days" if days >= 1 else f"{seconds / 3600:.1f} h"
+
+
+def search_cost_rows(size: NetworkSize, device: str = "cpu", batches: tuple[int, ...] = COST_BATCHES) -> list[Row]:
+    """Time of one search step per mode and batch, and the predicted wall time of the paper's 50-epoch search.
+    Reference of each row: the same mode at the published batch 2, so the ratio is how many times sooner the
+    whole search ends at that batch (learning-rate scaling aside: it changes no step's cost)."""
+    rows = []
+    for single_path in (False, True):
+        mode = "single-path" if single_path else "full mode"
+        seconds = {}
+        for batch in batches:
+            torch.manual_seed(0)
+            network = SearchNetwork(size.channels, size.classes, size.layers, "s2", single_path=single_path).to(device)
+            trainer = search_trainer(network, device)
+            data = [torch.randn(batch, size.frames, 257, device=device),
+                    torch.randint(0, size.classes, (batch,), device=device),
+                    torch.randn(batch, size.frames, 257, device=device),
+                    torch.randint(0, size.classes, (batch,), device=device)]
+            seconds[batch] = interleaved_medians({"step": seeded(search_step(trainer, data))},
+                                                 size.repetitions)["step"]
+        base = batches[0]
+        for batch in batches:
+            predicted = predicted_search_seconds(seconds[batch], batch)
+            config = f"C {size.channels}, {size.layers} layers, {size.frames}x257, s2" + (", AMP" if device == "cuda"
+                                                                                        else "")
+            rows.append(Row(
+                f"Search cost, {mode}, batch {batch} ({config})", seconds_text(seconds[batch]),
+                f"{seconds_text(seconds[base])} (batch {base})",
+                predicted_search_seconds(seconds[base], base) / predicted, "none set (reported)", None,
+                f"paper's search: {VOXCELEB1_TRAIN_UTTERANCES // batch:,} steps/epoch x {PAPER_SEARCH_EPOCHS} epochs "
+                f"x step time = {duration_text(predicted)} on this machine",
+            ))
+    return rows

@@ -20,6 +20,7 @@ from data_objects.errors import DataError
 from data_objects.sources import feature_source
 from functions.distributed import DistributedContext, broadcast_object, init_distributed
 from functions.evaluation import CohortScoring, evaluate_identification, evaluate_verification
+from functions.lr_scaling import check_rule
 from functions.score_norm import SCORE_NORMS, score_normalisation
 from functions.run_directory import RunDirectory, RunDirectoryError
 from functions.trainer import NonFiniteLossError, Selection, TrainingInterrupted
@@ -88,9 +89,10 @@ class Experiment:
         )
 
 
-_POSITIVE_KEYS = ("TRAIN.BATCH_SIZE", "TRAIN.END_EPOCH", "VAL_FREQ", "DATASET.PARTIAL_N_FRAMES", "EVAL.COHORT_SIZE")
+_POSITIVE_KEYS = ("TRAIN.BATCH_SIZE", "TRAIN.END_EPOCH", "VAL_FREQ", "DATASET.PARTIAL_N_FRAMES", "EVAL.COHORT_SIZE",
+                  "TRAIN.SEARCH_REFERENCE_BATCH")
 _NON_NEGATIVE_KEYS = ("TRAIN.MAX_STEPS_PER_EPOCH", "DATASET.NUM_WORKERS", "MODEL.NUM_CLASSES", "TRAIN.BEGIN_EPOCH",
-                      "MODEL.EMBEDDING_DIM", "LOSS.MARGIN_WARMUP_EPOCHS")
+                      "MODEL.EMBEDDING_DIM", "LOSS.MARGIN_WARMUP_EPOCHS", "TRAIN.SEARCH_PATIENCE")
 # Keys naming an entry of a registry.
 _CHOICE_KEYS = {"LOSS.NAME": LOSSES, "MODEL.POOLING": POOLINGS, "EVAL.SCORE_NORM": SCORE_NORMS}
 # Margins in use are 0.1-0.5 (radians for aam, cosine units for am), scales 16-64; values outside these bounds
@@ -132,11 +134,25 @@ def load_config(args) -> CfgNode:
         )
     check_frontend_name(cfg.DATASET.FEATURES)
     check_augment_config(cfg)
+    check_search_config(cfg)
     if not cfg.DATASET.DATA_DIR:
         raise ConfigError("DATASET.DATA_DIR is not set; add `DATASET.DATA_DIR /path/to/VoxCeleb1` to the command")
     if not Path(cfg.DATASET.DATA_DIR).is_dir():
         raise ConfigError(f"DATASET.DATA_DIR {cfg.DATASET.DATA_DIR} does not exist or is not a folder")
     return cfg
+
+
+def check_search_config(cfg: CfgNode) -> None:
+    """The search stabilisers' keys, which only a search reads but every config carries."""
+    tau_max, tau_min = cfg.MODEL.TAU_MAX, cfg.MODEL.TAU_MIN
+    if not tau_min > 0:
+        raise ConfigError(f"MODEL.TAU_MIN must be positive, got {tau_min}")
+    if tau_min > tau_max:
+        raise ConfigError(f"MODEL.TAU_MIN {tau_min} is above MODEL.TAU_MAX {tau_max}; the temperature anneals "
+                          "from TAU_MAX down to TAU_MIN")
+    if cfg.MODEL.MAX_SKIP_CONNECT < -1:
+        raise ConfigError(f"MODEL.MAX_SKIP_CONNECT must be -1 (no cap) or at least 0, got {cfg.MODEL.MAX_SKIP_CONNECT}")
+    check_rule(cfg.TRAIN.SEARCH_LR_SCALING)
 
 
 def start_experiment(args, logs_kind: str, resume_path: str | None = None, log_name: str = "train.log") -> Experiment:
@@ -174,12 +190,16 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad and p.dim() > 0)
 
 
-def cosine_schedule(cfg: CfgNode, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.TRAIN.END_EPOCH, eta_min=cfg.TRAIN.LR_MIN)
+def cosine_schedule(
+    cfg: CfgNode, optimizer: torch.optim.Optimizer, lr_scale: float = 1.0
+) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=cfg.TRAIN.END_EPOCH, eta_min=cfg.TRAIN.LR_MIN * lr_scale
+    )
 
 
-def adam(cfg: CfgNode, parameters) -> torch.optim.Adam:
-    return torch.optim.Adam(parameters, lr=cfg.TRAIN.LR, betas=(cfg.TRAIN.BETA1, cfg.TRAIN.BETA2),
+def adam(cfg: CfgNode, parameters, lr_scale: float = 1.0) -> torch.optim.Adam:
+    return torch.optim.Adam(parameters, lr=cfg.TRAIN.LR * lr_scale, betas=(cfg.TRAIN.BETA1, cfg.TRAIN.BETA2),
                             weight_decay=cfg.TRAIN.WD)
 
 

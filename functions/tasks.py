@@ -9,6 +9,7 @@ import torch
 from functions.data_loading import training_loader
 from functions.distributed import run_in_process_group
 from functions.evaluation import evaluate_identification, evaluate_verification, write_score_file
+from functions.lr_scaling import lr_scale
 from functions.experiment import (
     IDENTIFICATION_SELECTION, VERIFICATION_SELECTION, Experiment, adam, build_network, checkpoint_file,
     class_count, cohort_scoring, cosine_schedule, count_parameters, entropy_of_rows, genotype_text,
@@ -21,6 +22,7 @@ from functions.recipe import check_recipe
 from functions.run_directory import load_resume_checkpoint
 from functions.trainer import ArchitectureStep, Selection, Trainer
 from models.genotypes import GenotypeError, load_genotype
+from models.search_network import gumbel_temperature
 from models.visualize import plot_genotype
 from utils.checkpoint import load_checkpoint, load_state_dict_strict
 from utils.run_logging import get_logger
@@ -163,6 +165,17 @@ def _verification_report(history: list[dict]) -> dict:
     return report
 
 
+def genotype_settled(patience: int):
+    """Early stopping of a search: the genotype of the last `patience` + 1 epochs is one and the same."""
+    def settled(history: list[dict]) -> str | None:
+        recent = {row.get("genotype") for row in history[-(patience + 1):]}
+        if len(history) > patience and len(recent) == 1:
+            return f"the derived genotype has not changed for {patience} epochs (TRAIN.SEARCH_PATIENCE)"
+        return None
+
+    return settled
+
+
 def run_search(args) -> int:
     """Search a cell on the `train` partition, with the architecture stepped on `val` (SPEC §10)."""
     return run_in_process_group(lambda: _search(args))
@@ -177,12 +190,14 @@ def _search(args) -> int:
     model = build_network(cfg, ctx, class_count(cfg, train_set.num_classes), None)
     if checkpoint is not None:
         load_state_dict_strict(model, model_state(checkpoint))
-    optimizer = adam(cfg, model.weight_parameters())
+    global_batch = cfg.TRAIN.BATCH_SIZE * ctx.world_size
+    scale = lr_scale(cfg.TRAIN.SEARCH_LR_SCALING, global_batch, cfg.TRAIN.SEARCH_REFERENCE_BATCH)
+    optimizer = adam(cfg, model.weight_parameters(), scale)
     arch_optimizer = torch.optim.Adam(
-        model.arch_parameters(), lr=cfg.TRAIN.ARCH_LR, betas=(cfg.TRAIN.ARCH_BETA1, cfg.TRAIN.ARCH_BETA2),
+        model.arch_parameters(), lr=cfg.TRAIN.ARCH_LR * scale, betas=(cfg.TRAIN.ARCH_BETA1, cfg.TRAIN.ARCH_BETA2),
         weight_decay=cfg.TRAIN.ARCH_WD,
     )
-    scheduler = cosine_schedule(cfg, optimizer)
+    scheduler = cosine_schedule(cfg, optimizer, scale)
     loader = training_loader(train_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED, ctx, cfg.DATASET.NUM_WORKERS,
                              cfg.TRAIN.MAX_STEPS_PER_EPOCH)
     arch_loader = training_loader(arch_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED + 1, ctx, cfg.DATASET.NUM_WORKERS)
@@ -190,17 +205,24 @@ def _search(args) -> int:
     run = exp.open_run()
     logger.info(f"search space {cfg.MODEL.SEARCH_SPACE}, single path {cfg.MODEL.SINGLE_PATH}: "
                 f"{count_parameters(model):,} parameters, {train_set.num_classes} classes")
+    logger.info(f"global batch {global_batch} ({cfg.TRAIN.BATCH_SIZE} x {ctx.world_size} processes); learning "
+                f"rates x {scale:.4g} (TRAIN.SEARCH_LR_SCALING {cfg.TRAIN.SEARCH_LR_SCALING}): weights "
+                f"{cfg.TRAIN.LR * scale:.4g}, architecture {cfg.TRAIN.ARCH_LR * scale:.4g}")
     end = cfg.TRAIN.END_EPOCH
+
+    def set_temperature(epoch: int) -> None:
+        model.tau = gumbel_temperature(epoch, end, cfg.MODEL.TAU_MAX, cfg.MODEL.TAU_MIN)
 
     def record_architecture(epoch: int, metrics: dict) -> None:
         genotype = model.genotype()
+        text = genotype_text(genotype)
         weights = dict(zip(("normal", "reduce"), (w.cpu() for w in model.arch_weights())))
         for cell, w in weights.items():
             metrics[f"alpha_entropy_{cell}"] = entropy_of_rows(w)
+        metrics["tau"] = model.tau
+        metrics["genotype"] = text
         if not ctx.is_main:
             return
-        text = genotype_text(genotype)
-        logger.info(f"epoch {epoch} genotype: {text}")
         run.save_run_info(cfg, text)
         (run.log_dir / "genotypes.txt").open("a", encoding="utf-8").write(f"{epoch}\t{text}\n")
         plot_genotype(genotype, run.log_dir / "cell")
@@ -217,6 +239,8 @@ def _search(args) -> int:
         architecture=ArchitectureStep(arch_loader, arch_optimizer),
         checkpoint_extras=lambda: {"genotype": model.genotype()},
         on_epoch_end=record_architecture,
+        on_epoch_start=set_temperature,
+        stop_early=genotype_settled(cfg.TRAIN.SEARCH_PATIENCE) if cfg.TRAIN.SEARCH_PATIENCE > 0 else None,
         # DDP must look for parameters a step leaves out: single-path mode skips operations, and a network of
         # fewer than 3 cells has no normal cell, so alphas_normal never takes part.
         find_unused_parameters=cfg.MODEL.SINGLE_PATH or all(cell.reduction for cell in model.cells),
@@ -227,7 +251,8 @@ def _search(args) -> int:
     history = trainer.fit()
     genotype = model.genotype()
     _finish(exp, {"task": "search", "genotype": genotype_text(genotype), "epochs": len(history),
-                           "search_seconds": time.time() - started, "last": history[-1] if history else {}})
+                  "stopped_early": len(history) < end, "global_batch": global_batch, "lr_scale": scale,
+                  "search_seconds": time.time() - started, "last": history[-1] if history else {}})
     if ctx.is_main:
         print(genotype_text(genotype))
     return 0

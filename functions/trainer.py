@@ -152,12 +152,17 @@ class Trainer:
         checkpoint_extras: Callable[[], dict] = dict,
         on_epoch_end: Callable[[int, dict], None] | None = None,
         find_unused_parameters: bool = False,
+        on_epoch_start: Callable[[int], None] | None = None,
+        stop_early: Callable[[list[dict]], str | None] | None = None,
     ) -> None:
         self.cfg, self.ctx, self.run = cfg, ctx, run
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.train_loader, self.validate, self.selection = train_loader, validate, selection
         self.drop_path_prob, self.architecture = drop_path_prob, architecture
         self.checkpoint_extras, self.on_epoch_end = checkpoint_extras, on_epoch_end
+        # `stop_early` reads only the history, which the checkpoint holds, so a resumed run stops where the
+        # uninterrupted one did; it returns why it stops, or None.
+        self.on_epoch_start, self.stop_early = on_epoch_start, stop_early
         self.state = LoopState(epoch=cfg.TRAIN.BEGIN_EPOCH)
         self.criterion = build_loss(cfg)
         self.amp_dtype = autocast_dtype(cfg, ctx.device)
@@ -250,6 +255,8 @@ class Trainer:
             purge = self.state.global_step if self.state.global_step else None
             self.writer = SummaryWriter(logdir=str(self.run.log_dir), purge_step=purge)
         end = self.cfg.TRAIN.END_EPOCH
+        if self._stopped_early():
+            return self.state.history
         try:
             with stop_on_signals() as stop:
                 epochs = tqdm(
@@ -263,10 +270,18 @@ class Trainer:
                     stopped = all_reduce_sum(self.ctx, torch.tensor(float(stop.signum > 0), device=self.ctx.device))
                     if stopped.item() > 0:
                         raise self._interrupted(stop.signum or signal.SIGTERM, f"after epoch {epoch}")
+                    if self._stopped_early():
+                        break
         finally:
             if self.writer is not None:
                 self.writer.close()
         return self.state.history
+
+    def _stopped_early(self) -> bool:
+        reason = self.stop_early(self.state.history) if self.stop_early and self.state.history else None
+        if reason:
+            self.logger.info(f"stopped early after epoch {self.state.history[-1]['epoch']}: {reason}")
+        return bool(reason)
 
     def _sampler(self, loader: DataLoader) -> EpochSampler:
         return loader.sampler
@@ -316,6 +331,8 @@ class Trainer:
         if hasattr(self.model, "drop_path_prob"):
             self.model.drop_path_prob = self.drop_path_prob(epoch)
         self.criterion.set_epoch(epoch)
+        if self.on_epoch_start is not None:
+            self.on_epoch_start(epoch)
         self.network.train()
         sampler = self._sampler(self.train_loader)
         sampler.set_epoch(epoch, start)
@@ -392,11 +409,14 @@ class Trainer:
         self.state.history.append(metrics)
         self._save(epoch_checkpoint=validated, best=improved)
         if self.ctx.is_main:
+            # Numbers go to TensorBoard; text (a search's genotype) only to the log line and the history.
             for name, number in metrics.items():
-                if name != "epoch":
+                if name != "epoch" and isinstance(number, (int, float)):
                     self.writer.add_scalar(f"epoch/{name}", number, epoch)
             self.logger.info(
-                f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch")
+                f"epoch {epoch}: "
+                + ", ".join(f"{k} {v:.4f}" if isinstance(v, (int, float)) else f"{k} {v}"
+                            for k, v in metrics.items() if k != "epoch")
                 + (" (best)" if improved else "")
             )
         barrier(self.ctx)

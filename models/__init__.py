@@ -1,13 +1,19 @@
 """Networks of the project and `build_model`, which picks one from the configuration."""
 from __future__ import annotations
 
+import warnings
+
 from torch import nn
 from yacs.config import CfgNode
 
-from models.genotype_network import GenotypeNetwork
-from models.genotypes import AUTOSPEECH, Genotype, GenotypeError, genotype_to_text, parse_genotype
-from models.search_network import SearchNetwork, derive_genotype
-from models.speaker_head import HeadSpec
+# `python -m models.genotypes random ...` runs a module this package has already imported; runpy's warning about
+# that is harmless here (the module keeps no state).
+warnings.filterwarnings("ignore", message="'models.genotypes' found in sys.modules", category=RuntimeWarning)
+
+from models.genotype_network import GenotypeNetwork  # noqa: E402
+from models.genotypes import AUTOSPEECH, Genotype, GenotypeError, genotype_to_text, parse_genotype  # noqa: E402
+from models.search_network import SearchNetwork, derive_genotype  # noqa: E402
+from models.speaker_head import HeadSpec  # noqa: E402
 
 MODEL_NAMES = ("model_search", "model", "resnet18", "resnet34")
 
@@ -38,6 +44,7 @@ def build_model(cfg: CfgNode, num_classes: int, genotype: Genotype | None = None
             space=cfg.MODEL.SEARCH_SPACE,
             single_path=cfg.MODEL.SINGLE_PATH,
             head=head,
+            max_skip_connect=cfg.MODEL.MAX_SKIP_CONNECT,
         )
     if name == "model":
         if genotype is None:

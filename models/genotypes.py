@@ -6,15 +6,17 @@ passes it on the command line (`--text_arch`):
     Genotype(normal=[('dil_conv_5x5', 1), ...], normal_concat=range(2, 6), reduce=[...], reduce_concat=range(2, 6))
 
 `parse_genotype` reads it by walking the syntax tree of literals; nothing in the text is ever executed.
+
+    python -m models.genotypes random --space s2 --seed 3     # prints a random cell's text for --text_arch
 """
 from __future__ import annotations
 
+import argparse
 import ast
 from collections.abc import Sequence
-
 from pathlib import Path
 
-from models.search_spaces import KNOWN_OPS, NUM_NODES
+from models.search_spaces import KNOWN_OPS, NUM_NODES, SEARCH_SPACES
 from utils import Genotype
 from utils.checkpoint import load_checkpoint
 
@@ -192,3 +194,21 @@ def load_genotype(source: str) -> Genotype:
     if holds_text:
         return parse_genotype(path.read_text(encoding="utf-8", errors="replace"))
     return _genotype_from_checkpoint(path)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    # Imported here: random_cells builds on this module's Genotype.
+    from models.random_cells import random_genotype
+    from utils.cli import OneLineErrorParser
+
+    parser = OneLineErrorParser(prog="python -m models.genotypes", description="Genotype tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    random_parser = commands.add_parser("random", help="print the text of a cell drawn uniformly from a space")
+    random_parser.add_argument("--space", choices=sorted(SEARCH_SPACES), default="s2")
+    random_parser.add_argument("--seed", type=int, required=True)
+    args = parser.parse_args(argv)
+    print(genotype_to_text(random_genotype(args.space, args.seed)))
+
+
+if __name__ == "__main__":
+    main()

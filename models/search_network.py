@@ -1,8 +1,9 @@
 """The search network: a stack of cells whose 14 edges each mix the operations of a search space.
 
-Edge weights. At every forward, each cell draws its own hard Gumbel-softmax sample (tau = 1) of
-log_softmax(alpha): the forward value is one-hot per edge, the gradient that of the soft sample
-(straight-through). The sample is drawn once per cell per forward, for all cells in one batch of kernels.
+Edge weights. At every forward, each cell draws its own hard Gumbel-softmax sample of log_softmax(alpha) at
+the temperature `tau` (1 in the paper; `gumbel_temperature` anneals it over the epochs as GDAS does): the forward
+value is one-hot per edge, the gradient that of the soft sample (straight-through). The sample is drawn once per
+cell per forward, for all cells in one batch of kernels.
 
 Two ways to run an edge, with the same forward value for the same sample:
 
@@ -148,11 +149,15 @@ class SearchNetwork(SpeakerHead, nn.Module):
         single_path: bool = False,
         stem_multiplier: int = 3,
         head: HeadSpec = HeadSpec(),
+        max_skip_connect: int = -1,
     ) -> None:
         super().__init__()
         self.space = get_search_space(space) if isinstance(space, str) else space
         self.single_path = single_path
+        self.max_skip_connect = max_skip_connect
         self.drop_path_prob = 0.0
+        # Gumbel-softmax temperature of the samples; the search sets it each epoch from its schedule.
+        self.tau = 1.0
 
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(
@@ -192,7 +197,9 @@ class SearchNetwork(SpeakerHead, nn.Module):
             False: F.log_softmax(self.alphas_normal, dim=-1),
             True: F.log_softmax(self.alphas_reduce, dim=-1),
         }
-        return hard_gumbel_softmax(torch.stack([log_probs[cell.reduction] for cell in self.cells]), 1.0, generator)
+        return hard_gumbel_softmax(
+            torch.stack([log_probs[cell.reduction] for cell in self.cells]), self.tau, generator
+        )
 
     def last_map_bins(self, n_features: int) -> int:
         """The stem's max pooling and each reduction cell halve the frequency axis."""
@@ -220,13 +227,51 @@ class SearchNetwork(SpeakerHead, nn.Module):
         )
 
     def genotype(self) -> Genotype:
-        return derive_genotype(self.alphas_normal, self.alphas_reduce, self.space)
+        return derive_genotype(self.alphas_normal, self.alphas_reduce, self.space, self.max_skip_connect)
+
+
+def gumbel_temperature(epoch: int, epochs: int, tau_max: float, tau_min: float) -> float:
+    """Linear from `tau_max` at the first epoch to `tau_min` at the last (GDAS' schedule; 1 -> 1 is the paper)."""
+    if epochs <= 1:
+        return tau_max
+    return tau_max - (tau_max - tau_min) * epoch / (epochs - 1)
 
 
 AlphaLike = torch.Tensor | Sequence[Sequence[float]]
 
 
-def _derive_cell(alphas: AlphaLike, edge_ops: Sequence[Sequence[str]]) -> list[tuple[str, int]]:
+def _first_edge(node: int) -> int:
+    return sum(2 + earlier for earlier in range(node))
+
+
+def _cap_skip_connections(
+    gene: list[tuple[str, int]], weights: list[list[float]], edge_ops: Sequence[Sequence[str]], cap: int
+) -> list[tuple[str, int]]:
+    """Keep at most `cap` skip connections (P-DARTS): the weakest others take their edge's best other operation."""
+    skips = []
+    for position, (op, input_index) in enumerate(gene):
+        if op == "skip_connect":
+            edge = _first_edge(position // 2) + input_index
+            skips.append((weights[edge][list(edge_ops[edge]).index(op)], position, edge))
+    gene = list(gene)
+    excess = len(skips) - cap
+    # Weakest first; equal weights go to the earlier position.
+    for _, position, edge in sorted(skips):
+        if excess <= 0:
+            break
+        names = edge_ops[edge]
+        others = [k for k, name in enumerate(names) if name not in ("none", "skip_connect")]
+        if not others:
+            continue
+        best = max(others, key=lambda k: weights[edge][k])
+        gene[position] = (names[best], gene[position][1])
+        excess -= 1
+    return gene
+
+
+def _derive_cell(
+    alphas: AlphaLike, edge_ops: Sequence[Sequence[str]], max_skip_connect: int = -1
+) -> list[tuple[str, int]]:
     weights = F.softmax(torch.as_tensor(alphas, dtype=torch.float32).detach().cpu(), dim=-1).tolist()
     gene = []
     start = 0
@@ -243,14 +288,20 @@ def _derive_cell(alphas: AlphaLike, edge_ops: Sequence[Sequence[str]]) -> list[t
         for input_index in ranked[:2]:
             gene.append((edge_ops[start + input_index][best_op[input_index]], input_index))
         start += num_inputs
+    if max_skip_connect >= 0:
+        gene = _cap_skip_connections(gene, weights, edge_ops, max_skip_connect)
     return gene
 
 
-def derive_genotype(alphas_normal: AlphaLike, alphas_reduce: AlphaLike, space: str | SearchSpace) -> Genotype:
-    """For each node keep the two inputs with the largest best non-`none` softmax weight, each with that op."""
+def derive_genotype(
+    alphas_normal: AlphaLike, alphas_reduce: AlphaLike, space: str | SearchSpace, max_skip_connect: int = -1
+) -> Genotype:
+    """For each node keep the two inputs with the largest best non-`none` softmax weight, each with that op.
+
+    `max_skip_connect` >= 0 caps the skip connections of the normal cell (-1: no cap, the paper)."""
     space = get_search_space(space) if isinstance(space, str) else space
     return Genotype(
-        normal=_derive_cell(alphas_normal, space.normal),
+        normal=_derive_cell(alphas_normal, space.normal, max_skip_connect),
         normal_concat=CONCAT,
         reduce=_derive_cell(alphas_reduce, space.reduce),
         reduce_concat=CONCAT,

@@ -16,6 +16,7 @@ ROWS = (
     r"Preprocessing peak memory",
     r"Search step, full mode vs the published mixed op",
     r"Search step, single-path vs full mode",
+    *(rf"Search cost, {mode}, batch {batch} " for mode in ("full mode", "single-path") for batch in (2, 16, 64)),
     r"Training step, AutoSpeech genotype network",
     r"Verification",
     r"Training crop, bytes read per sample",

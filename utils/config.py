@@ -123,6 +123,36 @@ _C.TRAIN.MAX_STEPS_PER_EPOCH = 0
 _C.TRAIN.LABEL_SMOOTHING = 0.1
 # Search: stop once the derived genotype has not changed for this many epochs (0 = off).
 _C.TRAIN.SEARCH_PATIENCE = 0
+# Search: the learning rates (LR, LR_MIN, ARCH_LR) are multiplied by rule(global batch / SEARCH_REFERENCE_BATCH):
+# 'none' (the configured rates, the paper), 'sqrt' (Adam's rule, for larger search batches) or 'linear'
+# (functions/lr_scaling.py). The global batch is TRAIN.BATCH_SIZE x the number of processes.
+_C.TRAIN.SEARCH_LR_SCALING = "none"
+# The global batch the configured search learning rates are meant for (the published search's 2).
+_C.TRAIN.SEARCH_REFERENCE_BATCH = 2
+
+# The study of nas_study.py (functions/study.py): searched, random and the paper's cells, trained alike. Its own
+# schema: a study config holds only these keys.
+_STUDY = CN()
+# Search config of the searched cells (its MODEL.NAME must be 'model_search').
+_STUDY.SEARCH_CFG = "exps/demo/search.yaml"
+# Searches, with seeds SEED, SEED + 1, ...; random cells, drawn with the same seeds.
+_STUDY.SEARCHES = 3
+_STUDY.RANDOM_CELLS = 3
+# Train the paper's cell (models.genotypes.AUTOSPEECH) alike.
+_STUDY.PAPER_CELL = True
+_STUDY.SEED = 0
+# Space of the searches and the random cells; '' = the search config's MODEL.SEARCH_SPACE.
+_STUDY.SEARCH_SPACE = ""
+# What every cell is trained for: 'identification' and/or 'verification', with the training config of each.
+_STUDY.TASKS = ["identification"]
+_STUDY.IDENTIFICATION_CFG = "exps/demo/scratch_iden.yaml"
+_STUDY.VERIFICATION_CFG = "exps/demo/scratch_veri.yaml"
+_STUDY.DATA_DIR = ""
+# Folder of the study (a sub-folder per member, study.md, study.json, study.png); a rerun resumes there.
+_STUDY.OUTPUT_DIR = "study"
+# KEY VALUE overrides given to every search / every training of the study.
+_STUDY.SEARCH_OPTS = []
+_STUDY.TRAIN_OPTS = []
 
 
 class ConfigError(ValueError):
@@ -131,6 +161,10 @@ class ConfigError(ValueError):
 
 def get_default_config() -> CN:
     return _C.clone()
+
+
+def get_default_study_config() -> CN:
+    return _STUDY.clone()
 
 
 def _full_keys(node: CN, prefix: str = "") -> list[str]:
@@ -156,13 +190,14 @@ def _short(value: str) -> str:
     return line if len(line) <= 40 else line[:37] + "..."
 
 
-def _describe(error: Exception) -> str:
-    """yacs' message in one line; an unknown key gets the closest known ones, a misspelling being the usual cause."""
+def _describe(error: Exception, schema: CN = _C) -> str:
+    """yacs' message in one line; an unknown key gets the closest known ones of `schema`, a misspelling being the
+    usual cause."""
     text = str(error.args[0]) if error.args else str(error)
     unknown = _UNKNOWN_KEY.fullmatch(text)
     if unknown is not None:
         key = unknown.group(1)
-        close = difflib.get_close_matches(key, _full_keys(_C), n=2)
+        close = difflib.get_close_matches(key, _full_keys(schema), n=2)
         return f"unknown config key {key}" + (f" (did you mean {' or '.join(close)}?)" if close else "")
     mismatch = _TYPE_MISMATCH.fullmatch(text)
     if mismatch is not None:
@@ -174,7 +209,7 @@ def _describe(error: Exception) -> str:
     return text.splitlines()[0] if text.strip() else type(error).__name__
 
 
-def _file_problem(error: Exception) -> str:
+def _file_problem(error: Exception, schema: CN) -> str:
     """Why a config file could not be read, with the line when the YAML parser knows it."""
     mark = getattr(error, "problem_mark", None)
     if mark is not None:
@@ -183,7 +218,7 @@ def _file_problem(error: Exception) -> str:
         return "not a text file"
     if isinstance(error, AttributeError):  # yacs walks the document as a mapping
         return "not a YAML mapping of config keys (KEY: value, sections indented below their name)"
-    return f"not a valid YAML config ({_describe(error)})"
+    return f"not a valid YAML config ({_describe(error, schema)})"
 
 
 def merge_config_text(cfg: CN, text: str, source: str) -> CN:
@@ -219,11 +254,11 @@ def update_config(cfg: CN, args: argparse.Namespace) -> CN:
         try:
             cfg.merge_from_file(str(path))
         except UnicodeDecodeError as error:
-            raise ConfigError(f"{cfg_file}: {_file_problem(error)}") from None
+            raise ConfigError(f"{cfg_file}: {_file_problem(error, cfg)}") from None
         except (KeyError, ValueError, TypeError, AssertionError) as error:
-            raise ConfigError(f"{cfg_file}: {_describe(error)}") from None
+            raise ConfigError(f"{cfg_file}: {_describe(error, cfg)}") from None
         except Exception as error:  # malformed YAML raises parser-specific types
-            raise ConfigError(f"{cfg_file}: {_file_problem(error)}") from None
+            raise ConfigError(f"{cfg_file}: {_file_problem(error, cfg)}") from None
     opts = list(getattr(args, "opts", None) or [])
     options = [opt for opt in opts if opt.startswith("--")]
     if options:
@@ -234,7 +269,7 @@ def update_config(cfg: CN, args: argparse.Namespace) -> CN:
     try:
         cfg.merge_from_list(opts)
     except (KeyError, ValueError, TypeError, AssertionError, SyntaxError) as error:
-        raise ConfigError(f"override: {_describe(error)}") from None
+        raise ConfigError(f"override: {_describe(error, cfg)}") from None
     cfg.freeze()
     return cfg
 
