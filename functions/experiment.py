@@ -78,26 +78,9 @@ class Experiment:
         )
 
 
-_POSITIVE_KEYS = ("TRAIN.BATCH_SIZE", "TRAIN.END_EPOCH", "VAL_FREQ", "DATASET.PARTIAL_N_FRAMES")
-_NON_NEGATIVE_KEYS = ("TRAIN.MAX_STEPS_PER_EPOCH", "DATASET.NUM_WORKERS", "MODEL.NUM_CLASSES", "TRAIN.BEGIN_EPOCH")
-
-
-def _config_value(cfg: CfgNode, key: str):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
-
-
 def load_config(args) -> CfgNode:
-    """The config of `args`, with the values no run could use rejected up front."""
+    """The config of `args`, with the values no run could use rejected up front (ranges: utils/config.py)."""
     cfg = update_config(get_default_config(), args)
-    for key in _POSITIVE_KEYS:
-        if _config_value(cfg, key) < 1:
-            raise ConfigError(f"{key} must be at least 1, got {_config_value(cfg, key)}")
-    for key in _NON_NEGATIVE_KEYS:
-        if _config_value(cfg, key) < 0:
-            raise ConfigError(f"{key} must not be negative, got {_config_value(cfg, key)}")
     if cfg.MODEL.NAME not in MODEL_NAMES:
         raise ConfigError(f"unknown MODEL.NAME '{cfg.MODEL.NAME}'; valid names: {', '.join(MODEL_NAMES)}")
     if cfg.MODEL.NAME == "model_search" and cfg.MODEL.SEARCH_SPACE not in SEARCH_SPACES:
@@ -147,7 +130,19 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def cosine_schedule(cfg: CfgNode, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.TRAIN.END_EPOCH, eta_min=cfg.TRAIN.LR_MIN)
+    """Cosine annealing from TRAIN.LR to TRAIN.LR_MIN over TRAIN.END_EPOCH epochs, stepped after each epoch.
+
+    With TRAIN.PUBLISHED_LR_LAG epoch e trains at lr(max(0, e - 1)), as the published scripts' `step(epoch)` did
+    (it sets the closed form at `epoch` after that epoch has run)."""
+    if not cfg.TRAIN.PUBLISHED_LR_LAG:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.TRAIN.END_EPOCH,
+                                                          eta_min=cfg.TRAIN.LR_MIN)
+    floor, epochs = cfg.TRAIN.LR_MIN / cfg.TRAIN.LR, cfg.TRAIN.END_EPOCH
+
+    def lagged_factor(epoch: int) -> float:
+        return floor + (1 - floor) * (1 + math.cos(math.pi * max(0, epoch - 1) / epochs)) / 2
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lagged_factor)
 
 
 def adam(cfg: CfgNode, parameters) -> torch.optim.Adam:

@@ -3,7 +3,8 @@
 `pretrained` selects the initialisation: '' keeps torchvision's own (Kaiming) initialisation; 'imagenet' takes
 torchvision's ImageNet weights from the torch hub cache (never downloading them); any other value is a path to
 such a weights file. Every ImageNet tensor whose name and shape match is copied; the 1-channel first conv and
-the classifier have no ImageNet counterpart of their shape and keep their own initialisation.
+the classifier have no ImageNet counterpart of their shape and keep their own initialisation (the classifier is
+drawn from N(0, 0.01) with zero bias, as in the published baselines).
 """
 from __future__ import annotations
 
@@ -42,6 +43,9 @@ class SpeakerResNet(ResNet):
         nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
         del self.fc
         self.classifier = nn.Linear(512 * BasicBlock.expansion, num_classes)
+        # The published baselines' classifier initialisation.
+        nn.init.normal_(self.classifier.weight, mean=0.0, std=0.01)
+        nn.init.zeros_(self.classifier.bias)
         self.embedding_size = 512 * BasicBlock.expansion
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
