@@ -18,7 +18,8 @@ from tests.conftest import REPO
 from utils.cli import run_main
 from utils.config import RANGES, ConfigError, get_default_config, update_config
 
-PUBLISHED_CONFIGS = sorted((REPO / "exps" / "scratch").glob("*.yaml")) + sorted((REPO / "exps" / "baseline").glob("*.yaml"))
+PUBLISHED_CONFIGS = [REPO / "exps" / "search.yaml", *sorted((REPO / "exps" / "scratch").glob("*.yaml")),
+                     *sorted((REPO / "exps" / "baseline").glob("*.yaml"))]
 
 
 def load(*opts: str, cfg: str | None = None) -> CfgNode:

@@ -106,9 +106,10 @@ _C.TRAIN = CN()
 _C.TRAIN.BATCH_SIZE = 32
 _C.TRAIN.LR = 0.01
 _C.TRAIN.LR_MIN = 0.001
-# The published training scripts call `lr_scheduler.step(epoch)` after each epoch: epochs 0 and 1 train at lr(0)
-# and epoch e at lr(e - 1). True reproduces that lag (on in the published configs exps/scratch/ and
-# exps/baseline/); False trains epoch e at lr(e), the schedule as CosineAnnealingLR defines it.
+# The published search and training scripts call `lr_scheduler.step(epoch)` after each epoch, so epochs 0 and 1
+# train at lr(0) and epoch e at lr(e - 1). True reproduces that lag, and the published configs (exps/search.yaml,
+# exps/scratch/, exps/baseline/) turn it on so that they train as the published runs did; False (the demo, new
+# configs) trains epoch e at lr(e), the schedule as CosineAnnealingLR defines it.
 _C.TRAIN.PUBLISHED_LR_LAG = False
 _C.TRAIN.WD = 0.0
 _C.TRAIN.BETA1 = 0.9
