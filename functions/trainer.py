@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
+import time
 import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -172,6 +173,8 @@ class Trainer:
             )
         self.logger = get_logger()
         self.writer = None
+        # Wall time of the last epoch's batches (data loading included, validation and checkpoints not).
+        self.train_seconds = 0.0
 
     # ----- checkpoints -----
     def checkpoint_state(self) -> dict:
@@ -307,6 +310,7 @@ class Trainer:
         return inputs.to(self.ctx.device, non_blocking=True), targets.to(self.ctx.device, non_blocking=True)
 
     def _train_epoch(self, epoch: int, stop: _StopFlag) -> None:
+        started = time.perf_counter()
         start = self.state.step_in_epoch
         if start == 0:
             torch.manual_seed(item_seed(self.cfg.SEED, epoch, -2 - self.ctx.rank))
@@ -351,6 +355,7 @@ class Trainer:
                 self._interrupt(epoch, step, sums, stop.signum or signal.SIGTERM)
         bar.close()
         self.state.partial = dict(zip(("loss", "correct", "count"), all_reduce_sum(self.ctx, sums).tolist()))
+        self.train_seconds = time.perf_counter() - started
 
     def _interrupt(self, epoch: int, step: int, sums: torch.Tensor, signum: int) -> None:
         self.state.partial = dict(zip(("loss", "correct", "count"), sums.tolist()))
@@ -392,6 +397,6 @@ class Trainer:
                     self.writer.add_scalar(f"epoch/{name}", number, epoch)
             self.logger.info(
                 f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch")
-                + (" (best)" if improved else "")
+                + (" (best)" if improved else "") + f"; {self.train_seconds:.2f} s of training"
             )
         barrier(self.ctx)
