@@ -1,4 +1,4 @@
-"""Row: one training epoch end to end, what a user waits for.
+"""Row 4: one training epoch end to end, what a user waits for.
 
 Ours: `train_identification.py` as a user runs it, a separate process with torch's default thread count, its
 data loader, progress output, TensorBoard, checkpoints and all; the time of each epoch's batches is read from
@@ -10,12 +10,14 @@ dataset that loads each whole utterance and crops it; per batch forward, loss, T
 """
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +98,9 @@ def published_epochs(corpus: Path, size: EpochSize, log: Path) -> list[float]:
                 if index % cfg.PRINT_FREQ == 0:
                     progress.write(f"Epoch: [{epoch}][{index}/{len(loader)}] Loss {loss_value:.4e} "
                                    f"Acc@1 {top1:6.2f} Acc@5 {top5:6.2f}\n")
-            scheduler.step(epoch)
+            with warnings.catch_warnings():  # torch deprecates the epoch argument the published loop passed
+                warnings.simplefilter("ignore")
+                scheduler.step(epoch)
             seconds.append(time.perf_counter() - started)
     writer.close()
     return seconds[1:]
@@ -110,11 +114,14 @@ def our_epochs(corpus: Path, size: EpochSize, out: Path) -> list[float]:
         "MODEL.LAYERS", str(size.layers), "TRAIN.BATCH_SIZE", str(size.batch),
         "DATASET.PARTIAL_N_FRAMES", str(size.frames), "TRAIN.END_EPOCH", str(size.epochs), "VAL_FREQ", "1000",
     ]
-    process = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    # The script's torch takes the thread count this process runs the reference with (torch's default unless
+    # run_all.py --threads says otherwise).
+    threads = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    process = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=threads)
     if process.returncode != 0:
         raise RuntimeError(f"train_identification.py exited {process.returncode}: {process.stderr[-2000:]}")
     (log,) = out.glob("logs_scratch/*/Log/train.log")
-    return [float(seconds) for _, seconds in _EPOCH_LINE.findall(log.read_text(encoding="utf-8"))]
+    return list({int(epoch): float(seconds) for epoch, seconds in _EPOCH_LINE.findall(log.read_text())}.values())
 
 
 def end_to_end_row(corpus: Path, size: EpochSize) -> Row:
@@ -126,7 +133,7 @@ def end_to_end_row(corpus: Path, size: EpochSize) -> Row:
     ratio = reference_median / ours_median
     return Row(
         f"Training epoch end to end: train_identification.py vs the published loop (C {size.channels}, "
-        f"{size.layers} layers, batch {size.batch}, {size.frames}x257, {steps} steps, torch's default threads: "
+        f"{size.layers} layers, batch {size.batch}, {size.frames}x257, {steps} steps, torch threads: "
         f"{torch.get_num_threads()})",
         seconds_text(ours_median), seconds_text(reference_median), ratio, "none set (reported)", None,
         f"median of {size.epochs} epochs each; ours {', '.join(f'{s:.2f}' for s in ours)} s (from its log), "

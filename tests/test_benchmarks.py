@@ -17,6 +17,7 @@ ROWS = (
     r"Search step, full mode vs the published mixed op",
     r"Search step, single-path vs full mode",
     r"Training step, AutoSpeech genotype network",
+    r"Training epoch end to end",
     r"Verification",
     r"Training crop, bytes read per sample",
     r"Training crop, time per sample",
