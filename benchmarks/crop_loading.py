@@ -1,4 +1,4 @@
-"""Row 5: loading one training crop. Ours is data_objects.datasets.SpectrogramDataset, which memory-maps the
+"""Row 6: loading one training crop. Ours is data_objects.datasets.SpectrogramDataset, which memory-maps the
 .npy file and copies out only the window; the published loader read the whole utterance with np.load, then
 cropped it. Both then normalise and maybe reverse the window the same way.
 

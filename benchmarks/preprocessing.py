@@ -1,4 +1,4 @@
-"""Rows 1 and 6, and preprocessing's peak memory: a generated corpus in VoxCeleb1's layout, preprocessed by
+"""Rows 1 and 7, and preprocessing's peak memory: a generated corpus in VoxCeleb1's layout, preprocessed by
 data_preprocess.py (batched FFT, worker processes) and by the published approach (one process, one file at a
 time, librosa's STFT, then mean and std from every feature loaded again)."""
 from __future__ import annotations

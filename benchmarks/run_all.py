@@ -24,7 +24,9 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import crop_loading, preprocessing, search_step, training_step, verification  # noqa: E402
+from benchmarks import (  # noqa: E402
+    crop_loading, end_to_end, preprocessing, search_step, training_step, verification,
+)
 from benchmarks.common import NetworkSize, Row, markdown_table  # noqa: E402
 from benchmarks.preprocessing import CorpusSize  # noqa: E402
 from utils.cli import OneLineErrorParser  # noqa: E402
@@ -48,14 +50,15 @@ class Plan:
     verification_repetitions: int
     crops_per_length: int
     crop_repetitions: int
+    epoch: end_to_end.EpochSize
 
 
 COST_SEARCH = dataclasses.replace(search_step.PAPER, repetitions=1)
 FULL = Plan("full run", CorpusSize(16, 4, 4, 5), CorpusSize(4, 2, 4, 5), 5, search_step.PAPER, COST_SEARCH,
-            (training_step.PAPER, training_step.DEMO), 40, 3, 10, 5)
+            (training_step.PAPER, training_step.DEMO), 40, 3, 10, 5, end_to_end.FULL)
 QUICK = Plan("quick run (tiny sizes: checks that every row works; the numbers mean little)",
              CorpusSize(2, 2, 2, 3), CorpusSize(2, 2, 2, 2), 1, search_step.QUICK, search_step.QUICK,
-             (training_step.QUICK,), 8, 1, 2, 1)
+             (training_step.QUICK,), 8, 1, 2, 1, end_to_end.QUICK)
 # On a GPU a step takes milliseconds: more repetitions, and the paper's own training batch.
 GPU_SEARCH = dataclasses.replace(search_step.PAPER, repetitions=20)
 GPU_TRAINING = (
@@ -85,11 +88,12 @@ def run(plan: Plan, workdir: Path) -> list[Row]:
     search = timed("search step", lambda: search_step.search_rows(plan.search))
     cost = timed("search cost", lambda: search_step.search_cost_rows(plan.search_cost))
     training = timed("training step", lambda: [training_step.training_row(size) for size in plan.training])
+    epoch = timed("training epoch end to end", lambda: end_to_end.end_to_end_row(corpus, plan.epoch))
     verifying = timed("verification", lambda: verification.verification_row(
         corpus, workdir, plan.verification_utterances, plan.verification_repetitions))
     crops = timed("training crops", lambda: crop_loading.crop_rows(workdir, plan.crops_per_length,
                                                                    plan.crop_repetitions))
-    return throughput + search + cost + training + [verifying] + crops + disk
+    return throughput + search + cost + training + [epoch, verifying] + crops + disk
 
 
 def _positive(text: str) -> int:
@@ -105,15 +109,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="cuda: the GPU rows (search and training steps) on the first GPU")
     parser.add_argument("--output", type=Path,
                         help="where the markdown table is written (default benchmarks/RESULTS.md, or RESULTS_GPU.md)")
-    parser.add_argument("--threads", type=_positive, default=1,
-                        help="torch intra-op threads (default 1: see benchmarks/README.md, 'Threads')")
+    parser.add_argument("--threads", type=_positive,
+                        help="torch intra-op threads (default: torch's own, as the scripts run; see "
+                             "benchmarks/README.md, 'Threads')")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     output = args.output or DEFAULT_OUTPUT[args.device]
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but no CUDA device is available", file=sys.stderr)
         return 1
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         ensure_writable_dir(output.resolve().parent)
         started = time.perf_counter()

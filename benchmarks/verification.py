@@ -1,4 +1,4 @@
-"""Row 4: scoring a trial list. Ours embeds each utterance once, its windows batched with other utterances'
+"""Row 5: scoring a trial list. Ours embeds each utterance once, its windows batched with other utterances'
 (functions.evaluation.evaluate_verification); the published loop embedded both utterances again for every trial,
 one utterance's windows per forward pass. Same network, same windows, same EER definition."""
 from __future__ import annotations

@@ -30,6 +30,7 @@ from data_objects.audio import (
 from data_objects.errors import AudioError, DataError
 from utils.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, OneLineErrorParser, Terminated, sigterm_raises
 from utils.files import remove_stale_temporaries
+from utils.progress import progress
 
 MIN_FRAMES = 300
 CHUNK_UTTERANCES = 16
@@ -292,7 +293,7 @@ def run_chunks(
 ) -> None:
     """Process every chunk on `workers` processes, logging each dropped or converted file as it comes back."""
     total_utterances = sum(len(chunk) for _, chunk in tasks)
-    with tqdm(total=total_utterances, unit="utt", desc="features", mininterval=1.0, file=sys.stderr) as bar:
+    with progress(total_utterances, "features", "utt", mininterval=1.0) as bar:
         if workers == 1:
             _init_worker()
             results = map(process_chunk, tasks)

@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from functions.distributed import DistributedContext, all_gather_objects
 from functions.metrics import equal_error_point, minimum_detection_cost, topk_correct
 from functions.score_norm import score_normalisation, speaker_means
 from functions.trainer import use_faster_memory_format
 from utils.files import write_text_atomically
+from utils.progress import progress
 
 UTTERANCES_PER_BATCH = 16
 
@@ -59,11 +59,14 @@ def embed_utterances(
         pin_memory=ctx.device.type == "cuda",
     )
     pieces = []
-    for windows, counts, labels in tqdm(loader, desc=desc, leave=False, disable=not ctx.is_main, unit="batch"):
+    bar = progress(len(loader), desc, "batch", leave=False, enabled=ctx.is_main)
+    for windows, counts, labels in loader:
         window_embeddings = model(windows.to(ctx.device, non_blocking=True)).float().cpu()
         owner = torch.repeat_interleave(torch.arange(counts.numel()), counts)
         sums = torch.zeros(counts.numel(), window_embeddings.size(1)).index_add_(0, owner, window_embeddings)
         pieces.append((sums / counts.unsqueeze(1), labels, counts))
+        bar.update(1)
+    bar.close()
     model.train(was_training)
     gathered = all_gather_objects(ctx, pieces)
     by_chunk = [None] * sum(len(rank_pieces) for rank_pieces in gathered)

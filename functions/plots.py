@@ -8,6 +8,7 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
+from models.visualize import state_label
 from utils.files import write_atomically
 
 _DET_TICKS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4]
@@ -64,36 +65,52 @@ def plot_score_histograms(scores: np.ndarray, labels: np.ndarray, path: Path, ti
     save_figure(figure, path)
 
 
-def plot_architecture_weights(
-    weights: dict[str, np.ndarray], op_names: dict[str, Sequence[Sequence[str]]], path: Path, title: str
-) -> None:
-    """Heat map of the softmax of the architecture parameters: one row per edge, one column per operation."""
-    figure, all_axes = plt.subplots(1, len(weights), figsize=(6 * len(weights), 6))
-    for axes, (cell, values) in zip(np.atleast_1d(all_axes), weights.items()):
-        image = axes.imshow(values, cmap="viridis", vmin=0.0, aspect="auto")
+def architecture_weights_figure(
+    weights: dict[str, np.ndarray], op_names: dict[str, Sequence[Sequence[str]]], title: str
+) -> plt.Figure:
+    """Heat maps of the softmax of the architecture parameters, one per cell: a row per edge, a column per
+    operation, one colour scale for all. The constrained layout keeps the labels, titles and the colour bar apart
+    at any number of operations."""
+    columns = max(values.shape[1] for values in weights.values())
+    rows = max(values.shape[0] for values in weights.values())
+    figure, all_axes = plt.subplots(
+        1, len(weights), figsize=(len(weights) * (1.4 + (0.55 if columns > 2 else 0.9) * columns) + 1.2, 1.8 + 0.32 * rows),
+        layout="constrained", squeeze=False,
+    )
+    top = max(float(values.max()) for values in weights.values())
+    for axes, (cell, values) in zip(all_axes[0], weights.items()):
+        image = axes.imshow(values, cmap="viridis", vmin=0.0, vmax=top, aspect="auto")
         names = op_names[cell]
-        if all(list(row) == list(names[0]) for row in names):
-            axes.set_xticks(range(len(names[0])), names[0], rotation=60, ha="right")
-        else:
+        same_ops_on_every_edge = all(list(row) == list(names[0]) for row in names)
+        if same_ops_on_every_edge:
+            axes.set_xticks(range(len(names[0])), names[0], rotation=60, ha="right", rotation_mode="anchor")
+        else:  # each edge has its own operations (s1): each square names its own
             axes.set_xticks(range(values.shape[1]), [f"op {i}" for i in range(values.shape[1])])
         axes.set_yticks(range(values.shape[0]), [edge_label(i) for i in range(values.shape[0])])
         for (row, col), value in np.ndenumerate(values):
-            axes.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=6, color="white")
+            text = f"{value:.2f}" if same_ops_on_every_edge else f"{names[row][col]}\n{value:.2f}"
+            axes.text(col, row, text, ha="center", va="center", fontsize=6,
+                      color="black" if value > 0.6 * top else "white")
         axes.set_title(f"{cell} cell")
-        figure.colorbar(image, ax=axes, fraction=0.046)
+    figure.colorbar(image, ax=all_axes[0].tolist(), fraction=0.05, pad=0.02, label="softmax(alpha)")
     figure.suptitle(title)
-    save_figure(figure, path)
+    return figure
+
+
+def plot_architecture_weights(
+    weights: dict[str, np.ndarray], op_names: dict[str, Sequence[Sequence[str]]], path: Path, title: str
+) -> None:
+    save_figure(architecture_weights_figure(weights, op_names, title), path)
 
 
 def edge_label(edge: int) -> str:
-    """'input -> node' for edge `edge` of a 4-node cell (edges are numbered node by node)."""
+    """'input -> node' for edge `edge` of a 4-node cell (edges are numbered node by node), with the states named
+    as the cell diagrams name them."""
     node, start = 0, 0
     while edge >= start + node + 2:
         start += node + 2
         node += 1
-    source = edge - start
-    source_name = ("c_{k-2}", "c_{k-1}")[source] if source < 2 else f"n{source - 2}"
-    return f"{source_name} -> n{node}"
+    return f"{state_label(edge - start)} → {state_label(node + 2)}"
 
 
 def plot_study(panels: dict[str, dict[str, list[float]]], path: Path, title: str) -> None:

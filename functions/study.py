@@ -31,7 +31,7 @@ from models.genotypes import AUTOSPEECH, genotype_to_text
 from models.random_cells import random_genotype
 from models.search_spaces import SEARCH_SPACES
 from utils.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
-from utils.config import ConfigError, get_default_study_config, update_config
+from utils.config import STUDY_RANGES, ConfigError, get_default_study_config, update_config
 from utils.files import ensure_writable_dir, write_text_atomically
 from utils.run_logging import create_logger, get_logger
 
@@ -89,10 +89,7 @@ def _script_config(path: str, data_dir: str, opts: list[str], expected_model: st
 
 
 def load_study(args) -> Study:
-    cfg = update_config(get_default_study_config(), args)
-    for key in ("SEARCHES", "RANDOM_CELLS"):
-        if cfg[key] < 1:
-            raise ConfigError(f"{key} must be at least 1, got {cfg[key]}")
+    cfg = update_config(get_default_study_config(), args, STUDY_RANGES, ())
     tasks = list(cfg.TASKS)
     if not tasks or len(set(tasks)) != len(tasks):
         raise ConfigError(f"TASKS must name each task once, got {tasks}; valid names: {', '.join(TASK_SCRIPTS)}")

@@ -121,25 +121,35 @@ def _train(args, task: str, logs_kind: str) -> int:
     results = {"task": task, "model": cfg.MODEL.NAME, "parameters": count_parameters(model),
                "epochs": len(history), "train_seconds": time.time() - started}
     if task == "identification":
-        results.update(_identification_report(exp, model, trainer.selection))
+        results.update(_identification_report(exp, model, trainer.state.epoch))
     else:
         results.update(_verification_report(history))
     _finish(exp, results)
     return 0
 
 
-def _identification_report(exp: Experiment, model, selection: Selection) -> dict:
-    """Test-partition scores of the last weights and of the checkpoint selected on `val`."""
+def _identification_report(exp: Experiment, model, epochs_done: int) -> dict:
+    """Test-partition scores of the last weights and of the checkpoint selected on `val` (the same weights, not
+    evaluated twice, when the selection is the last epoch)."""
     cfg, ctx, logger = exp.cfg, exp.ctx, get_logger()
     test_set = identification_test_set(cfg, "test")
     report = {"test_last": evaluate_identification(model, test_set, ctx, cfg.DATASET.NUM_WORKERS)}
+    summary = f"test Top-1 {report['test_last']['top1']:.2f} % at the last epoch"
     if exp.run.best_checkpoint.exists():
-        selected = copy.deepcopy(model)
-        load_state_dict_strict(selected, model_state(load_checkpoint(exp.run.best_checkpoint, ctx.device)))
-        report["test_selected_on_val"] = evaluate_identification(selected, test_set, ctx, cfg.DATASET.NUM_WORKERS)
+        best = load_checkpoint(exp.run.best_checkpoint, ctx.device)
+        if int(best["epoch"]) == epochs_done:
+            report["test_selected_on_val"] = dict(report["test_last"])
+        else:
+            selected = copy.deepcopy(model)
+            load_state_dict_strict(selected, model_state(best))
+            report["test_selected_on_val"] = evaluate_identification(selected, test_set, ctx,
+                                                                     cfg.DATASET.NUM_WORKERS)
+        summary = (f"test Top-1 {report['test_selected_on_val']['top1']:.2f} % of the checkpoint selected on val "
+                   f"(epoch {int(best['epoch']) - 1}), {report['test_last']['top1']:.2f} % at the last epoch")
     for name, metrics in report.items():
         logger.info(f"{name}: Top-1 {metrics['top1']:.2f} %, Top-5 {metrics['top5']:.2f} % "
                     f"(window-weighted Top-1 {metrics['top1_window_weighted']:.2f} %)")
+    logger.info(summary)
     return report
 
 

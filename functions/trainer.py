@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import signal
 import threading
+import time
 import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -20,7 +21,6 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 from yacs.config import CfgNode
 
 from functions.data_loading import EpochSampler, item_seed
@@ -28,6 +28,7 @@ from functions.distributed import DistributedContext, all_gather_objects, all_re
 from functions.run_directory import RunDirectory
 from models.losses import build_loss
 from utils.checkpoint import save_checkpoint
+from utils.progress import progress
 from utils.run_logging import get_logger
 
 
@@ -178,6 +179,8 @@ class Trainer:
             )
         self.logger = get_logger()
         self.writer = None
+        # Wall time of the last epoch's batches (data loading included, validation and checkpoints not).
+        self.train_seconds = 0.0
 
     # ----- checkpoints -----
     def checkpoint_state(self) -> dict:
@@ -255,17 +258,16 @@ class Trainer:
             purge = self.state.global_step if self.state.global_step else None
             self.writer = SummaryWriter(logdir=str(self.run.log_dir), purge_step=purge)
         end = self.cfg.TRAIN.END_EPOCH
+        epochs = progress(end, "epochs", "epoch", initial=self.state.epoch, enabled=self.ctx.is_main, every=1)
         if self._stopped_early():
+            epochs.close()
             return self.state.history
         try:
             with stop_on_signals() as stop:
-                epochs = tqdm(
-                    range(self.state.epoch, end), initial=self.state.epoch, total=end, desc="epochs",
-                    unit="epoch", disable=not self.ctx.is_main,
-                )
-                for epoch in epochs:
+                for epoch in range(self.state.epoch, end):
                     self._train_epoch(epoch, stop)
                     self._end_epoch(epoch)
+                    epochs.update(1)
                     # A signal during validation or saving stops the run here, its state already saved.
                     stopped = all_reduce_sum(self.ctx, torch.tensor(float(stop.signum > 0), device=self.ctx.device))
                     if stopped.item() > 0:
@@ -273,6 +275,7 @@ class Trainer:
                     if self._stopped_early():
                         break
         finally:
+            epochs.close()
             if self.writer is not None:
                 self.writer.close()
         return self.state.history
@@ -324,6 +327,7 @@ class Trainer:
         return inputs.to(self.ctx.device, non_blocking=True), targets.to(self.ctx.device, non_blocking=True)
 
     def _train_epoch(self, epoch: int, stop: _StopFlag) -> None:
+        started = time.perf_counter()
         start = self.state.step_in_epoch
         if start == 0:
             torch.manual_seed(item_seed(self.cfg.SEED, epoch, -2 - self.ctx.rank))
@@ -341,11 +345,9 @@ class Trainer:
             dtype=torch.float64, device=self.ctx.device,
         )
         arch_batches = self._architecture_batches(epoch, start) if self.architecture else None
-        bar = tqdm(
-            total=sampler.batches_per_epoch, initial=start, desc=f"epoch {epoch}", unit="batch", leave=False,
-            disable=not self.ctx.is_main,
-        )
-        print_freq = max(1, self.cfg.PRINT_FREQ)
+        print_freq = self.cfg.PRINT_FREQ
+        bar = progress(sampler.batches_per_epoch, f"epoch {epoch}", "batch", initial=start, leave=False,
+                       enabled=self.ctx.is_main, every=print_freq)
         for step, batch in enumerate(self.train_loader, start=start):
             if arch_batches is not None:
                 self._architecture_step(*self._to_device(next(arch_batches)))
@@ -364,15 +366,16 @@ class Trainer:
             sums += torch.stack([loss.double() * targets.numel(), (logits.argmax(1) == targets).sum().double(),
                                  torch.tensor(float(targets.numel()), device=loss.device, dtype=torch.float64)])
             self.state.step_in_epoch, self.state.global_step = step + 1, self.state.global_step + 1
-            bar.update(1)
             if (step + 1) % print_freq == 0 and self.ctx.is_main:
                 loss_now, correct, count = sums.tolist()
                 bar.set_postfix(loss=f"{loss_now / count:.4f}", acc=f"{100 * correct / count:.2f}")
                 self.writer.add_scalar("train/loss_step", loss.item(), self.state.global_step)
+            bar.update(1)
             if flags[1].item() > 0:
                 self._interrupt(epoch, step, sums, stop.signum or signal.SIGTERM)
         bar.close()
         self.state.partial = dict(zip(("loss", "correct", "count"), all_reduce_sum(self.ctx, sums).tolist()))
+        self.train_seconds = time.perf_counter() - started
 
     def _interrupt(self, epoch: int, step: int, sums: torch.Tensor, signum: int) -> None:
         self.state.partial = dict(zip(("loss", "correct", "count"), sums.tolist()))
@@ -417,6 +420,6 @@ class Trainer:
                 f"epoch {epoch}: "
                 + ", ".join(f"{k} {v:.4f}" if isinstance(v, (int, float)) else f"{k} {v}"
                             for k, v in metrics.items() if k != "epoch")
-                + (" (best)" if improved else "")
+                + (" (best)" if improved else "") + f"; {self.train_seconds:.2f} s of training"
             )
         barrier(self.ctx)

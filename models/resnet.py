@@ -3,7 +3,8 @@
 `pretrained` selects the initialisation: '' keeps torchvision's own (Kaiming) initialisation; 'imagenet' takes
 torchvision's ImageNet weights from the torch hub cache (never downloading them); any other value is a path to
 such a weights file. Every ImageNet tensor whose name and shape match is copied; the 1-channel first conv and
-the classifier have no ImageNet counterpart of their shape and keep their own initialisation.
+the classifier have no ImageNet counterpart of their shape and keep their own initialisation (the classifier is
+drawn from N(0, 0.01) with zero bias, as in the published baselines).
 """
 from __future__ import annotations
 
@@ -45,6 +46,10 @@ class SpeakerResNet(SpeakerHead, ResNet):
         # torchvision's average pooling and classifier give way to the configured head.
         del self.fc, self.avgpool
         self.attach_head(512 * BasicBlock.expansion, num_classes, head)
+        if isinstance(self.classifier, nn.Linear):
+            # The published baselines' classifier initialisation.
+            nn.init.normal_(self.classifier.weight, mean=0.0, std=0.01)
+            nn.init.zeros_(self.classifier.bias)
 
     def last_map_bins(self, n_features: int) -> int:
         """conv1 (kernel 7, stride 2, padding 2), then the max pooling and three stride-2 stages."""

@@ -40,6 +40,14 @@ Point = tuple[float, float]
 Rectangle = tuple[float, float, float, float]
 
 
+def state_label(state: int | str) -> str:
+    """How a diagram names a cell state: the inputs $c_{k-2}$ and $c_{k-1}$ (mathtext), the nodes 0..3, the output
+    $c_{k}$."""
+    if state == OUTPUT:
+        return "$c_{k}$"
+    return ("$c_{k-2}$", "$c_{k-1}$")[state] if state < 2 else str(state - 2)
+
+
 def _op_colour(op: str) -> str:
     return OP_COLOURS.get(op.split("_")[0], "#000000")
 
@@ -134,7 +142,7 @@ def plot_cell(genotype_cell: Sequence[tuple[str, int]], concat: Sequence[int], p
     axes.set_ylim(-4.4, 4.4)
     figure.suptitle(title, fontsize=16)
 
-    labels = {0: "$c_{k-2}$", 1: "$c_{k-1}$", OUTPUT: "$c_{k}$", **{state: str(state - 2) for state in range(2, 6)}}
+    labels = {key: state_label(key) for key in POSITIONS}
     colours = {0: INPUT_COLOUR, 1: INPUT_COLOUR, OUTPUT: OUTPUT_COLOUR}
     boxes = {
         key: _draw_box(axes, centre, labels[key], colours.get(key, NODE_COLOUR)) for key, centre in POSITIONS.items()

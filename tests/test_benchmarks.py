@@ -18,6 +18,7 @@ ROWS = (
     r"Search step, single-path vs full mode",
     *(rf"Search cost, {mode}, batch {batch} " for mode in ("full mode", "single-path") for batch in (2, 16, 64)),
     r"Training step, AutoSpeech genotype network",
+    r"Training epoch end to end",
     r"Verification",
     r"Training crop, bytes read per sample",
     r"Training crop, time per sample",

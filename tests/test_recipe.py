@@ -73,9 +73,10 @@ def test_evaluating_under_another_recipe_names_the_mismatch(modern_run, tiny_cor
 
 def test_init_from_takes_the_weights_and_starts_a_new_schedule(modern_run, tiny_corpus, tmp_path):
     source = load_checkpoint(modern_run / "Model" / "checkpoint_last.pth")
-    # Learning rate 0: the weights stay the ones taken over, so they show what was loaded.
+    # A learning rate far below float32's resolution of the weights: they stay the ones taken over, so they show
+    # what was loaded (a rate of 0 is refused as no run can use it).
     run_script("train_verification.py", "--cfg", "exps/demo/modern_scratch_veri_lm.yaml", "--init_from",
-               str(modern_run), *modern(tiny_corpus, tmp_path, "TRAIN.LR", "0.0", "TRAIN.LR_MIN", "0.0",
+               str(modern_run), *modern(tiny_corpus, tmp_path, "TRAIN.LR", "1e-30", "TRAIN.LR_MIN", "0.0",
                                         "DATASET.PARTIAL_N_FRAMES", "150"))
     tuned_run = only_run(tmp_path / "logs_scratch")
     tuned = load_checkpoint(tuned_run / "Model" / "checkpoint_last.pth")

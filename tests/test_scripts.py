@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -60,12 +61,22 @@ def test_search_writes_genotype_pictures_checkpoints_and_tensorboard(searched):
 
 def test_train_and_evaluate_identification_with_the_searched_genotype(searched, tiny_corpus, tmp_path):
     _, search_run, _ = searched
-    run_script("train_identification.py", "--cfg", "exps/demo/scratch_iden.yaml", "--text_arch",
-               str(search_run / "genotype.txt"), *small(tiny_corpus, tmp_path, *TINY_CELL))
+    # Output to pipes, as to a file: plain progress lines every PRINT_FREQ (2) batches, no progress-bar frames.
+    training = run_script("train_identification.py", "--cfg", "exps/demo/scratch_iden.yaml", "--text_arch",
+                          str(search_run / "genotype.txt"), *small(tiny_corpus, tmp_path, *TINY_CELL))
+    output = training.stdout + training.stderr
+    assert "\r" not in output and "\x1b[" not in output
+    assert re.search(r"^epoch 0: 2/3 batch \(67 %\), loss \d+\.\d{4}, acc \d+\.\d{2}, .*ETA \d+:\d\d$", output, re.M)
+    assert re.search(r"^epochs: 1/1 epoch \(100 %\), ", output, re.M)
     run = only_run(tmp_path / "logs_scratch")
     results = json.loads((run / "results.json").read_text())
     assert 0.0 <= results["test_last"]["top1"] <= results["test_last"]["top5"] <= 100.0
-    assert "test_selected_on_val" in results
+    summary, written = training.stderr.rstrip("\n").splitlines()[-2:]
+    assert written.endswith(f"results written to {run / 'results.json'}")
+    assert summary.endswith(
+        f"test Top-1 {results['test_selected_on_val']['top1']:.2f} % of the checkpoint selected on val (epoch 0), "
+        f"{results['test_last']['top1']:.2f} % at the last epoch"
+    )
     best = load_checkpoint(run / "Model" / "checkpoint_best.pth")
     assert best["best_acc1"] is not None and best["genotype"] == parse_genotype((run / "genotype.txt").read_text())
     process = run_script("evaluate_identification.py", "--cfg", "exps/demo/scratch_iden.yaml", "--load_path",

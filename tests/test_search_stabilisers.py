@@ -150,13 +150,13 @@ def test_search_logs_temperature_genotype_and_entropy_and_scales_its_learning_ra
 
 
 def test_search_stops_early_after_the_patience_and_a_resume_does_not_go_on(small_corpus, tmp_path):
-    # A frozen architecture (ARCH_LR 0) keeps the genotype of the first epoch.
-    run, history = search_in_process(small_corpus, tmp_path, "TRAIN.END_EPOCH", "5", "TRAIN.ARCH_LR", "0.0",
+    # A frozen architecture (an ARCH_LR far below the resolution of the alphas) keeps the genotype of the first epoch.
+    run, history = search_in_process(small_corpus, tmp_path, "TRAIN.END_EPOCH", "5", "TRAIN.ARCH_LR", "1e-30",
                                      "TRAIN.SEARCH_PATIENCE", "2")
     assert [row["epoch"] for row in history] == [0, 1, 2]
     results = json.loads((run / "results.json").read_text())
     assert results["stopped_early"] and results["epochs"] == 3
-    _, resumed = search_in_process(small_corpus, tmp_path, "TRAIN.END_EPOCH", "5", "TRAIN.ARCH_LR", "0.0",
+    _, resumed = search_in_process(small_corpus, tmp_path, "TRAIN.END_EPOCH", "5", "TRAIN.ARCH_LR", "1e-30",
                                    "TRAIN.SEARCH_PATIENCE", "2", load_path=str(run))
     assert resumed == history
 

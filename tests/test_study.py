@@ -109,8 +109,8 @@ def test_a_killed_study_skips_finished_members_and_continues_the_interrupted_one
     (["SEARCHES", "-1"], "SEARCHES must be at least 1"),
     (["TASKS", "['identification', 'speaking']"], "unknown task 'speaking'"),
     (["SEARCH_SPACE", "s4"], "unknown SEARCH_SPACE 's4'; valid names: s1, s2, s3"),
-    (["SEARCH_OPTS", "['MODEL.TAU_MIN', '2.0']"], "MODEL.TAU_MIN 2.0 is above MODEL.TAU_MAX 1.0"),
-    (["SEARCH_OPTS", "['MODEL.TAU_MIN', '0.0']"], "MODEL.TAU_MIN must be positive"),
+    (["SEARCH_OPTS", "['MODEL.TAU_MIN', '2.0']"], "MODEL.TAU_MIN must be at most MODEL.TAU_MAX (1), got 2"),
+    (["SEARCH_OPTS", "['MODEL.TAU_MIN', '0.0']"], "MODEL.TAU_MIN must be greater than 0, got 0"),
     (["SEARCHESS", "3"], "unknown config key SEARCHESS (did you mean SEARCHES"),
 ])
 def test_bad_study_configs_are_refused_before_anything_runs(override, message, tiny_corpus, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
 import signal
 
@@ -12,6 +13,7 @@ from torch.utils.data import Dataset
 
 from functions.data_loading import training_loader
 from functions.distributed import single_process
+from functions.experiment import cosine_schedule
 from functions.run_directory import RunDirectory, load_resume_checkpoint
 from functions.trainer import NonFiniteLossError, Selection, Trainer, TrainingInterrupted
 from utils.checkpoint import load_checkpoint, save_checkpoint
@@ -54,9 +56,10 @@ def adam(parameters) -> torch.optim.Optimizer:
     return torch.optim.Adam(parameters, lr=0.01)
 
 
-def make_trainer(root, epochs=3, ctx=CPU, batch=4, optimizer=adam, **net_options):
+def make_trainer(root, epochs=3, ctx=CPU, batch=4, optimizer=adam, lr_lag=False, **net_options):
     cfg = get_default_config()
     cfg.TRAIN.END_EPOCH, cfg.VAL_FREQ, cfg.PRINT_FREQ, cfg.SEED = epochs, 1, 2, 7
+    cfg.TRAIN.LR, cfg.TRAIN.LR_MIN, cfg.TRAIN.PUBLISHED_LR_LAG = 0.01, 0.001, lr_lag
     cfg.freeze()
     torch.manual_seed(0)
     model = TinyNet(**net_options)
@@ -64,7 +67,7 @@ def make_trainer(root, epochs=3, ctx=CPU, batch=4, optimizer=adam, **net_options
     run.model_dir.mkdir(parents=True, exist_ok=True)
     run.log_dir.mkdir(parents=True, exist_ok=True)
     optimizer = optimizer(model.parameters())
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs, 0.001)
+    scheduler = cosine_schedule(cfg, optimizer)
     loader = training_loader(NoisyFrames(), batch, cfg.SEED, ctx, num_workers=0)
 
     def validate(_epoch):
@@ -130,3 +133,21 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_last.pth"]
+
+
+def cosine(epoch: int, epochs: int) -> float:
+    """The cosine schedule from 0.01 to 0.001 by hand."""
+    return 0.001 + 0.009 * (1 + math.cos(math.pi * epoch / epochs)) / 2
+
+
+@pytest.mark.parametrize("lr_lag,trained_at", [(False, [0, 1, 2, 3]), (True, [0, 0, 1, 2])])
+def test_lr_per_epoch_with_and_without_the_published_lag_also_after_resume(lr_lag, trained_at, tmp_path):
+    expected = [cosine(epoch, 4) for epoch in trained_at]
+    straight = make_trainer(tmp_path / "straight", epochs=4, lr_lag=lr_lag).fit()
+    assert [row["lr"] for row in straight] == pytest.approx(expected, rel=1e-12)
+
+    first = make_trainer(tmp_path / "resumed", epochs=4, lr_lag=lr_lag)
+    first.fit()
+    resumed = make_trainer(tmp_path / "resumed", epochs=4, lr_lag=lr_lag)
+    resumed.restore(load_checkpoint(first.run.epoch_checkpoint(1)))
+    assert [row["lr"] for row in resumed.fit()] == pytest.approx(expected, rel=1e-12)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from yacs.config import CfgNode as CN
@@ -12,7 +13,8 @@ _C = CN()
 
 _C.PRINT_FREQ = 20
 _C.VAL_FREQ = 20
-_C.SEED = 0
+# The published scripts' default seed.
+_C.SEED = 3
 # 'auto' picks CUDA when it is available, else the CPU; 'cpu' or 'cuda' force one.
 _C.DEVICE = "auto"
 # Folder under which logs_search/, logs_scratch/ and logs/ are created.
@@ -104,6 +106,11 @@ _C.TRAIN = CN()
 _C.TRAIN.BATCH_SIZE = 32
 _C.TRAIN.LR = 0.01
 _C.TRAIN.LR_MIN = 0.001
+# The published search and training scripts call `lr_scheduler.step(epoch)` after each epoch, so epochs 0 and 1
+# train at lr(0) and epoch e at lr(e - 1). True reproduces that lag, and the published configs (exps/search.yaml,
+# exps/scratch/, exps/baseline/) turn it on so that they train as the published runs did; False (the demo, new
+# configs) trains epoch e at lr(e), the schedule as CosineAnnealingLR defines it.
+_C.TRAIN.PUBLISHED_LR_LAG = False
 _C.TRAIN.WD = 0.0
 _C.TRAIN.BETA1 = 0.9
 _C.TRAIN.BETA2 = 0.999
@@ -159,8 +166,130 @@ class ConfigError(ValueError):
     """A configuration file or override that does not fit the defaults."""
 
 
+def _number(value: float | None) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric key may take: bounds, each inclusive or not, and optionally a step it must divide."""
+
+    low: float | None = None
+    high: float | None = None
+    low_inclusive: bool = True
+    high_inclusive: bool = True
+    multiple_of: int = 1
+
+    def __contains__(self, value: float) -> bool:
+        if self.low is not None and (value < self.low or (value == self.low and not self.low_inclusive)):
+            return False
+        if self.high is not None and (value > self.high or (value == self.high and not self.high_inclusive)):
+            return False
+        return self.multiple_of == 1 or value % self.multiple_of == 0
+
+    def __str__(self) -> str:
+        low, high = _number(self.low), _number(self.high)
+        if self.low is not None and self.high is not None:
+            text = f"in {'[' if self.low_inclusive else '('}{low}, {high}{']' if self.high_inclusive else ')'}"
+        elif self.low is not None:
+            text = f"{'at least' if self.low_inclusive else 'greater than'} {low}"
+        else:
+            text = f"{'at most' if self.high_inclusive else 'less than'} {high}"
+        return text + (f" and a multiple of {self.multiple_of}" if self.multiple_of > 1 else "")
+
+
+_AT_LEAST_1 = Range(1)
+_NON_NEGATIVE = Range(0)
+_POSITIVE = Range(0, low_inclusive=False)
+_PROBABILITY = Range(0, 1)
+_BELOW_1 = Range(0, 1, high_inclusive=False)
+
+# Every numeric key and the values a run can use; checked when a config is loaded (string keys that name a
+# registry entry are checked by their registry).
+RANGES: dict[str, Range] = {
+    "PRINT_FREQ": _AT_LEAST_1,
+    "VAL_FREQ": _AT_LEAST_1,
+    "SEED": Range(0, 2**32 - 1),  # numpy's seed range
+    "MODEL.NUM_CLASSES": _NON_NEGATIVE,
+    "MODEL.LAYERS": _AT_LEAST_1,
+    # The stem halves C and FactorizedReduce splits it in two halves.
+    "MODEL.INIT_CHANNELS": Range(2, multiple_of=2),
+    "MODEL.DROP_PATH_PROB": _BELOW_1,
+    "MODEL.EMBEDDING_DIM": _NON_NEGATIVE,
+    "MODEL.TAU_MAX": _POSITIVE,
+    "MODEL.TAU_MIN": _POSITIVE,
+    "MODEL.MAX_SKIP_CONNECT": Range(-1),
+    "DATASET.NUM_WORKERS": _NON_NEGATIVE,
+    "DATASET.PARTIAL_N_FRAMES": _AT_LEAST_1,
+    "DATASET.N_MELS": _AT_LEAST_1,
+    "AUGMENT.NOISE_PROB": _PROBABILITY,
+    "AUGMENT.RIR_PROB": _PROBABILITY,
+    "AUGMENT.SPECAUGMENT_PROB": _PROBABILITY,
+    "AUGMENT.TIME_MASK_WIDTH": _NON_NEGATIVE,
+    "AUGMENT.FREQ_MASK_WIDTH": _NON_NEGATIVE,
+    # Radians for 'aam' (cos(theta + m)), a cosine offset for 'am' (cos(theta) - m).
+    "LOSS.MARGIN": _BELOW_1,
+    # Scales in use are 16-64; one outside [1, 128] is taken for a typo.
+    "LOSS.SCALE": Range(1, 128),
+    "LOSS.MARGIN_WARMUP_EPOCHS": _NON_NEGATIVE,
+    "EVAL.COHORT_SIZE": _AT_LEAST_1,
+    "TRAIN.BATCH_SIZE": _AT_LEAST_1,
+    "TRAIN.LR": _POSITIVE,
+    "TRAIN.LR_MIN": _NON_NEGATIVE,
+    "TRAIN.WD": _NON_NEGATIVE,
+    "TRAIN.BETA1": _BELOW_1,
+    "TRAIN.BETA2": _BELOW_1,
+    "TRAIN.ARCH_LR": _POSITIVE,
+    "TRAIN.ARCH_WD": _NON_NEGATIVE,
+    "TRAIN.ARCH_BETA1": _BELOW_1,
+    "TRAIN.ARCH_BETA2": _BELOW_1,
+    "TRAIN.DROPPATH_PROB": _BELOW_1,
+    "TRAIN.BEGIN_EPOCH": _NON_NEGATIVE,
+    "TRAIN.END_EPOCH": _AT_LEAST_1,
+    "TRAIN.MAX_STEPS_PER_EPOCH": _NON_NEGATIVE,
+    "TRAIN.LABEL_SMOOTHING": _BELOW_1,
+    "TRAIN.SEARCH_PATIENCE": _NON_NEGATIVE,
+    "TRAIN.SEARCH_REFERENCE_BATCH": _AT_LEAST_1,
+}
+# Pairs of keys where the first may not exceed the second (strictly below it when the flag is set).
+ORDERED_PAIRS: tuple[tuple[str, str, bool], ...] = (
+    ("TRAIN.LR_MIN", "TRAIN.LR", False),
+    ("MODEL.TAU_MIN", "MODEL.TAU_MAX", False),
+    ("TRAIN.BEGIN_EPOCH", "TRAIN.END_EPOCH", True),
+)
+
+
+def config_value(cfg: CN, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def check_ranges(cfg: CN, ranges: dict[str, Range] = RANGES,
+                 ordered_pairs: tuple[tuple[str, str, bool], ...] = ORDERED_PAIRS) -> None:
+    """Raise ConfigError, naming the key and its range, for the first numeric value no run can use."""
+    for key, allowed in ranges.items():
+        value = config_value(cfg, key)
+        if value not in allowed:
+            raise ConfigError(f"{key} must be {allowed}, got {_number(value)}")
+    for low_key, high_key, strict in ordered_pairs:
+        low, high = config_value(cfg, low_key), config_value(cfg, high_key)
+        if low > high or (strict and low == high):
+            relation = "below" if strict else "at most"
+            raise ConfigError(f"{low_key} must be {relation} {high_key} ({_number(high)}), got {_number(low)}")
+
+
 def get_default_config() -> CN:
     return _C.clone()
+
+
+# The numeric keys of a study config (nas_study.py).
+STUDY_RANGES: dict[str, Range] = {
+    "SEARCHES": _AT_LEAST_1,
+    "RANDOM_CELLS": _AT_LEAST_1,
+    "SEED": RANGES["SEED"],
+}
 
 
 def get_default_study_config() -> CN:
@@ -243,7 +372,8 @@ def split_overrides(tokens: list[str]) -> tuple[list[str], list[str]]:
     return tokens, []
 
 
-def update_config(cfg: CN, args: argparse.Namespace) -> CN:
+def update_config(cfg: CN, args: argparse.Namespace, ranges: dict[str, Range] = RANGES,
+                  ordered_pairs: tuple[tuple[str, str, bool], ...] = ORDERED_PAIRS) -> CN:
     """Merge `args.cfg` (a YAML file) and `args.opts` (KEY VALUE pairs) into `cfg` and freeze it."""
     cfg.defrost()
     cfg_file = getattr(args, "cfg", None)
@@ -252,7 +382,9 @@ def update_config(cfg: CN, args: argparse.Namespace) -> CN:
         if not path.is_file():
             raise ConfigError(f"config file not found: {cfg_file}")
         try:
-            cfg.merge_from_file(str(path))
+            with path.open(encoding="utf-8") as handle:
+                loaded = cfg.load_cfg(handle)
+            cfg.merge_from_other_cfg(_floats_where_expected(loaded, cfg))
         except UnicodeDecodeError as error:
             raise ConfigError(f"{cfg_file}: {_file_problem(error, cfg)}") from None
         except (KeyError, ValueError, TypeError, AssertionError) as error:
@@ -267,9 +399,40 @@ def update_config(cfg: CN, args: argparse.Namespace) -> CN:
     if len(opts) % 2:
         raise ConfigError(f"overrides must be KEY VALUE pairs; '{opts[-1]}' has no value")
     try:
-        cfg.merge_from_list(opts)
+        cfg.merge_from_list(_override_floats_where_expected(opts, cfg))
     except (KeyError, ValueError, TypeError, AssertionError, SyntaxError) as error:
         raise ConfigError(f"override: {_describe(error, cfg)}") from None
+    check_ranges(cfg, ranges, ordered_pairs)
     cfg.freeze()
     return cfg
+
+
+def _as_float_if_expected(value, default):
+    """An integer given for a float key, as a float (yacs would refuse it); any other value unchanged."""
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _floats_where_expected(loaded: CN, defaults: CN) -> CN:
+    """`loaded` (a parsed config file) with integers turned into floats where `defaults` holds a float."""
+    for name, value in loaded.items():
+        default = defaults.get(name) if isinstance(defaults, CN) else None
+        if isinstance(value, CN):
+            _floats_where_expected(value, default)
+        else:
+            loaded[name] = _as_float_if_expected(value, default)
+    return loaded
+
+
+def _override_floats_where_expected(opts: list[str], defaults: CN) -> list:
+    """KEY VALUE overrides with integer values of float keys given as floats; other values stay as typed."""
+    converted = list(opts)
+    for position in range(0, len(opts) - 1, 2):
+        try:
+            default = config_value(defaults, opts[position])
+        except (KeyError, TypeError):
+            continue  # an unknown key, which yacs reports
+        converted[position + 1] = _as_float_if_expected(CN._decode_cfg_value(opts[position + 1]), default)
+    return converted
 
