@@ -238,14 +238,19 @@ def model_state(checkpoint: dict) -> dict:
     return state
 
 
+def _checkpoint_in(option: str, value: str, in_run_folder: Callable[[RunDirectory], Path]) -> Path:
+    """The checkpoint that `option VALUE` names: a checkpoint file, or a run folder's `in_run_folder` checkpoint."""
+    path = Path(value)
+    if path.is_dir():
+        path = in_run_folder(RunDirectory(path))
+    if not path.is_file():
+        raise CheckpointError(f"{option} {value}: no checkpoint at {path}")
+    return path
+
+
 def checkpoint_file(load_path: str) -> Path:
     """`--load_path` of the evaluation scripts: a checkpoint file, or a run folder (its checkpoint_best.pth)."""
-    path = Path(load_path)
-    if path.is_dir():
-        path = RunDirectory(path).best_checkpoint
-    if not path.is_file():
-        raise CheckpointError(f"--load_path {load_path}: no checkpoint at {path}")
-    return path
+    return _checkpoint_in("--load_path", load_path, lambda run: run.best_checkpoint)
 
 
 def inference_recipe(genotype: Genotype | None, train_set: Dataset) -> dict:
@@ -260,12 +265,7 @@ def inference_recipe(genotype: Genotype | None, train_set: Dataset) -> dict:
 
 def initial_checkpoint_file(init_from: str) -> Path:
     """`--init_from` of the training scripts: a checkpoint file, or a finished run's folder (its last weights)."""
-    path = Path(init_from)
-    if path.is_dir():
-        path = RunDirectory(path).last_checkpoint
-    if not path.is_file():
-        raise CheckpointError(f"--init_from {init_from}: no checkpoint at {path}")
-    return path
+    return _checkpoint_in("--init_from", init_from, lambda run: run.last_checkpoint)
 
 
 def write_results(path: Path, results: dict) -> None:

@@ -17,14 +17,9 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
+from data_objects.audio import HOP_LENGTH, N_BINS, N_FFT, SAMPLE_RATE, TARGET_DBFS, WIN_LENGTH
 from utils.config import ConfigError
 
-SAMPLE_RATE = 16_000
-N_FFT = 512
-HOP_LENGTH = 160
-WIN_LENGTH = 400
-N_BINS = N_FFT // 2 + 1
-TARGET_DBFS = -30.0
 # Floor of the log-mel energies of waveforms scaled to [-1, 1]: 120 dB below full scale, under the noise floor of
 # any recording (a quiet one is not clipped) and above the float32 round-off of the STFT.
 LOG_FLOOR = 1e-12

@@ -3,23 +3,19 @@ resumed equals one never stopped; bad front-end and augmentation settings stop w
 before the run folder is created."""
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import shutil
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from functions.experiment import KNOWN_ERRORS
 from tests.conftest import run_script
-from tests.test_faults import GENOTYPE, IDEN_CFG, SINGLE_THREAD, VERI_CFG, files_under, last_line, start, wait_until
+from tests.test_faults import GENOTYPE, IDEN_CFG, SINGLE_THREAD, VERI_CFG, fail, files_under, last_line, start, wait_until
 from tests.test_scripts import TINY_CELL, only_run, small
 from utils.checkpoint import load_checkpoint
-from utils.cli import run_main
 
 EPOCHS = 2
 RUN_LENGTH = ["TRAIN.END_EPOCH", str(EPOCHS), "TRAIN.BATCH_SIZE", "2", "TRAIN.MAX_STEPS_PER_EPOCH", "5"]
@@ -76,19 +72,6 @@ def test_an_augmented_fbank_run_stopped_mid_epoch_then_resumed_equals_one_never_
     assert weights["classifier.weight"].shape[0] == 30
 
 
-def fail_with_status_2(script: str, argv: list[str], capsys, monkeypatch) -> str:
-    module = importlib.import_module(script.removesuffix(".py"))
-    monkeypatch.setattr(sys, "argv", [script, *argv])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        run_main(module.main, KNOWN_ERRORS)
-    stderr = capsys.readouterr().err
-    assert exit_info.value.code == 2, stderr
-    line = last_line(stderr)
-    assert line.startswith("error: ") and "Traceback" not in stderr
-    return line
-
-
 def write_damaged_folders(tmp_path: Path) -> None:
     """Augmentation folders that are wrong in one way each: empty/, no_audio/, unreadable/, rirs_unreadable/."""
     (tmp_path / "empty").mkdir()
@@ -140,9 +123,9 @@ def test_bad_front_end_and_augmentation_settings(problem, script, wav_corpus, tm
     overrides, expected = BAD_SETTINGS[problem]
     overrides = [value.replace("{tmp}", str(tmp_path)) for value in overrides]
     cfg = IDEN_CFG if "identification" in script else VERI_CFG
-    line = fail_with_status_2(script, ["--cfg", cfg, "--text_arch", GENOTYPE,
+    line = fail(script, *["--cfg", cfg, "--text_arch", GENOTYPE,
                                        *small(wav_corpus, tmp_path / "out", *TINY_CELL, "DATASET.FEATURES", "fbank",
-                                              *overrides)], capsys, monkeypatch)
+                                              *overrides)], capsys=capsys, monkeypatch=monkeypatch)
     assert line.startswith(expected.replace("{tmp}", str(tmp_path))), line
     assert files_under(tmp_path / "out") == []
 
@@ -150,10 +133,10 @@ def test_bad_front_end_and_augmentation_settings(problem, script, wav_corpus, tm
 @pytest.mark.parametrize("key, value", [("AUGMENT.NOISE_PROB", "0.5"), ("AUGMENT.SPEED_PERTURB", "True")])
 def test_waveform_augmentation_of_the_precomputed_spectrograms_is_refused(key, value, augmentation_dir, tiny_corpus,
                                                                           tmp_path, capsys, monkeypatch):
-    line = fail_with_status_2("train_identification.py", [
+    line = fail("train_identification.py", *[
         "--cfg", IDEN_CFG, "--text_arch", GENOTYPE,
         *small(tiny_corpus, tmp_path / "out", *TINY_CELL, "AUGMENT.NOISE_DIR", str(augmentation_dir / "musan"), key,
-               value)], capsys, monkeypatch)
+               value)], capsys=capsys, monkeypatch=monkeypatch)
     assert line == (f"error: {key} need waveforms: set DATASET.FEATURES fbank (the spectrogram recipe reads "
                     "precomputed features and takes AUGMENT.SPECAUGMENT_PROB only)")
     assert files_under(tmp_path / "out") == []
@@ -172,9 +155,8 @@ def test_fbank_with_a_data_folder_without_wavs(script, missing, tiny_corpus, tmp
     if script.startswith("evaluate"):
         torch.save({"state_dict": {}, "epoch": 0}, tmp_path / "checkpoint.pth")
         extra += ["--load_path", str(tmp_path / "checkpoint.pth")]
-    line = fail_with_status_2(script, ["--cfg", VERI_CFG, *extra, *small(data, tmp_path / "out", *TINY_CELL,
-                                                                        "DATASET.FEATURES", "fbank")],
-                              capsys, monkeypatch)
+    line = fail(script, *["--cfg", VERI_CFG, *extra, *small(data, tmp_path / "out", *TINY_CELL,
+                                                                        "DATASET.FEATURES", "fbank")], capsys=capsys, monkeypatch=monkeypatch)
     assert line == (f"error: no wav files in {data}/{missing}: DATASET.FEATURES fbank reads "
                     f"{missing}/<speaker>/<video>/<utterance>.wav of VoxCeleb1's layout")
     assert files_under(tmp_path / "out") == []
