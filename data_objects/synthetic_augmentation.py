@@ -23,6 +23,10 @@ from utils.cli import OneLineErrorParser
 
 # Seeds of the babble speakers start far from the corpus speakers' indices.
 BABBLE_SPEAKER_OFFSET = 500_000
+# Direct-to-reverberant energy ratio of the generated rooms: a talker a metre or two from the microphone in an
+# ordinary room. A tail of unit-amplitude noise instead carries 10-20 dB more energy than the direct path, which
+# buries a one-second crop in reverberation.
+DIRECT_TO_REVERBERANT_DB = (0.0, 10.0)
 
 
 def coloured_noise(rng: np.random.Generator, seconds: float) -> np.ndarray:
@@ -58,14 +62,17 @@ def speech(rng: np.random.Generator, index: int, seed: int) -> np.ndarray:
 
 
 def room_impulse_response(rng: np.random.Generator) -> np.ndarray:
-    """A direct path after a few ms, then exponentially decaying noise (-60 dB at the reverberation time), never
-    above half the direct path, which stays the largest sample."""
+    """A direct path after a few ms, then exponentially decaying noise (-60 dB at the reverberation time) whose
+    energy sits DIRECT_TO_REVERBERANT_DB below the direct path's, never above half the direct path, which stays
+    the largest sample."""
     rt60 = rng.uniform(0.2, 0.9)
     n = int(rt60 * SAMPLE_RATE)
     delay = int(rng.uniform(0.001, 0.005) * SAMPLE_RATE)
     t = np.arange(n) / SAMPLE_RATE
-    rir = np.clip(rng.standard_normal(n) * rng.uniform(0.2, 0.5), -0.5, 0.5) * np.exp(-6.9 * t / rt60)
-    rir[:delay] = 0.0
+    tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
+    tail[: delay + 1] = 0.0
+    drr_db = rng.uniform(*DIRECT_TO_REVERBERANT_DB)
+    rir = np.clip(tail / np.sqrt(np.sum(np.square(tail)) * 10.0 ** (drr_db / 10.0)), -0.5, 0.5)
     rir[delay] = 1.0
     return rir
 

@@ -16,6 +16,7 @@ from data_objects.augmentation import (
     reverberate, scan_audio_folder,
 )
 from data_objects.errors import DataError
+from data_objects.synthetic_augmentation import DIRECT_TO_REVERBERANT_DB
 from data_objects.sources import feature_source
 from functions.data_loading import SeededItems, item_seed, training_loader
 from functions.distributed import single_process
@@ -229,6 +230,16 @@ def test_the_generated_room_responses_start_with_their_direct_path_and_decay(aug
         quarter = len(rir) // 4
         tail = rir[direct + 1 :]
         assert np.sum(tail[-quarter:] ** 2) < 1e-3 * np.sum(tail[:quarter] ** 2)
+
+
+def test_the_generated_rooms_keep_the_direct_path_within_their_direct_to_reverberant_ratio(augmentation_dir):
+    low, high = DIRECT_TO_REVERBERANT_DB
+    for path in sorted((augmentation_dir / "rirs").glob("*.wav")):
+        rir = soundfile.read(path, dtype="float64")[0]
+        direct = int(np.argmax(np.abs(rir)))
+        ratio_db = 10.0 * np.log10(rir[direct] ** 2 / np.sum(rir[direct + 1 :] ** 2))
+        # 16-bit rounding of the tail moves the ratio by far less than 0.1 dB.
+        assert low - 0.1 <= ratio_db <= high + 0.1, (path.name, ratio_db)
 
 
 def test_augmented_batches_do_not_depend_on_the_number_of_loader_workers(wav_corpus, augmentation_dir):
