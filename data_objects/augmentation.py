@@ -202,18 +202,9 @@ class SpecAugment:
         return features
 
 
-_PROBABILITIES = ("NOISE_PROB", "RIR_PROB", "SPECAUGMENT_PROB")
-
-
 def check_augment_config(cfg: CfgNode) -> None:
     """AUGMENT.* values that no run can use, reported before anything is read."""
     augment = cfg.AUGMENT
-    for key in _PROBABILITIES:
-        if not 0.0 <= augment[key] <= 1.0:
-            raise ConfigError(f"AUGMENT.{key} must be a probability in [0, 1], got {augment[key]}")
-    for key in ("TIME_MASK_WIDTH", "FREQ_MASK_WIDTH"):
-        if augment[key] < 0:
-            raise ConfigError(f"AUGMENT.{key} must not be negative, got {augment[key]}")
     for probability, folder, what in (("NOISE_PROB", "NOISE_DIR", "a folder in MUSAN's layout"),
                                       ("RIR_PROB", "RIR_DIR", "a folder of room impulse responses")):
         if augment[probability] > 0.0 and not augment[folder]:
