@@ -11,8 +11,10 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install -q -r requirements.txt
 	touch $(STAMP)
 
+# One pytest worker per core and one torch thread per process: two-thread operators on a shared core wait for
+# each other at every step.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto tests
 
 demo: $(STAMP)
 	$(PY) demo.py
