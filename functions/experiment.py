@@ -25,7 +25,7 @@ from functions.score_norm import SCORE_NORMS, score_normalisation
 from functions.run_directory import RunDirectory, RunDirectoryError
 from functions.trainer import NonFiniteLossError, Selection, TrainingInterrupted
 from models import MODEL_NAMES, build_model
-from models.frontends import check_frontend_name
+from models.frontends import FRONTENDS
 from models.genotypes import Genotype, GenotypeError, genotype_to_text
 from models.losses import LOSSES
 from models.pooling import POOLINGS
@@ -90,7 +90,8 @@ class Experiment:
 
 
 # Keys naming an entry of a registry.
-_CHOICE_KEYS = {"LOSS.NAME": LOSSES, "MODEL.POOLING": POOLINGS, "EVAL.SCORE_NORM": SCORE_NORMS}
+_CHOICE_KEYS = {"DATASET.FEATURES": FRONTENDS, "LOSS.NAME": LOSSES, "MODEL.POOLING": POOLINGS,
+                "EVAL.SCORE_NORM": SCORE_NORMS}
 
 
 def load_config(args) -> CfgNode:
@@ -105,7 +106,6 @@ def load_config(args) -> CfgNode:
         raise ConfigError(
             f"unknown MODEL.SEARCH_SPACE '{cfg.MODEL.SEARCH_SPACE}'; valid names: {', '.join(SEARCH_SPACES)}"
         )
-    check_frontend_name(cfg.DATASET.FEATURES)
     check_augment_config(cfg)
     check_search_config(cfg)
     if not cfg.DATASET.DATA_DIR:
