@@ -43,8 +43,10 @@ class Plan:
     small_corpus: CorpusSize  # for the peak-memory comparison
     preprocessing_repetitions: int
     search: NetworkSize
-    # The paper's search network at batches 2, 16 and 64: one timed step each, as a step at batch 64 takes minutes.
+    # The paper's search network at these batches (the full run: 2, 16 and 64): one timed step each, as a step at
+    # batch 64 takes minutes.
     search_cost: NetworkSize
+    search_cost_batches: tuple[int, ...]
     training: tuple[NetworkSize, ...]
     verification_utterances: int
     verification_repetitions: int
@@ -55,9 +57,10 @@ class Plan:
 
 COST_SEARCH = dataclasses.replace(search_step.PAPER, repetitions=1)
 FULL = Plan("full run", CorpusSize(16, 4, 4, 5), CorpusSize(4, 2, 4, 5), 5, search_step.PAPER, COST_SEARCH,
+            search_step.COST_BATCHES,
             (training_step.PAPER, training_step.DEMO), 40, 3, 10, 5, end_to_end.FULL)
 QUICK = Plan("quick run (tiny sizes: checks that every row works; the numbers mean little)",
-             CorpusSize(2, 2, 2, 3), CorpusSize(2, 2, 2, 2), 1, search_step.QUICK, search_step.QUICK,
+             CorpusSize(2, 2, 2, 3), CorpusSize(2, 2, 2, 2), 1, search_step.QUICK, search_step.QUICK, (2, 4, 8),
              (training_step.QUICK,), 8, 1, 2, 1, end_to_end.QUICK)
 # On a GPU a step takes milliseconds: more repetitions, and the paper's own training batch.
 GPU_SEARCH = dataclasses.replace(search_step.PAPER, repetitions=20)
@@ -72,7 +75,8 @@ def run_gpu(plan: Plan) -> list[Row]:
     search = search_step.QUICK if plan is QUICK else GPU_SEARCH
     training = (training_step.QUICK,) if plan is QUICK else GPU_TRAINING
     cost = search_step.QUICK if plan is QUICK else COST_SEARCH
-    return (search_step.search_rows(search, "cuda") + search_step.search_cost_rows(cost, "cuda")
+    return (search_step.search_rows(search, "cuda")
+            + search_step.search_cost_rows(cost, "cuda", plan.search_cost_batches)
             + [training_step.training_row(size, "cuda") for size in training])
 
 
@@ -86,7 +90,8 @@ def run(plan: Plan, workdir: Path) -> list[Row]:
     throughput, disk, corpus = timed("preprocessing and disk", lambda: preprocessing.preprocessing_rows(
         workdir, plan.corpus, plan.small_corpus, plan.preprocessing_repetitions))
     search = timed("search step", lambda: search_step.search_rows(plan.search))
-    cost = timed("search cost", lambda: search_step.search_cost_rows(plan.search_cost))
+    cost = timed("search cost", lambda: search_step.search_cost_rows(plan.search_cost, "cpu",
+                                                                      plan.search_cost_batches))
     training = timed("training step", lambda: [training_step.training_row(size) for size in plan.training])
     epoch = timed("training epoch end to end", lambda: end_to_end.end_to_end_row(corpus, plan.epoch))
     verifying = timed("verification", lambda: verification.verification_row(

@@ -20,7 +20,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy import signal
 from yacs.config import CfgNode
 
 from data_objects import audio, voxceleb
@@ -145,6 +144,8 @@ def reverberate(samples: np.ndarray, rir: np.ndarray) -> np.ndarray:
         return samples
     rir = rir / np.sqrt(energy)
     direct = int(np.argmax(np.abs(rir)))
+    from scipy import signal  # here, not at the top: it adds a second to the start of every script
+
     return signal.fftconvolve(samples, rir)[direct : direct + len(samples)].astype(np.float32)
 
 
@@ -167,6 +168,8 @@ def change_speed(samples: np.ndarray, speed: float) -> np.ndarray:
     if speed == 1.0:
         return samples
     ratio = Fraction(speed).limit_denominator(100)
+    from scipy import signal  # as in reverberate
+
     return signal.resample_poly(samples, ratio.denominator, ratio.numerator).astype(np.float32)
 
 
