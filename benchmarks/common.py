@@ -28,12 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the table. `ratio` is the reference's cost over ours: above 1, ours is better."""
+    """One line of the table. `ratio` is the reference's cost over ours: above 1, ours is better; None: the row
+    could not be measured on this machine (its notes say why)."""
 
     benchmark: str
     ours: str
     reference: str
-    ratio: float
+    ratio: float | None
     goal: str
     met: bool | None  # None: no goal was set for this row
     notes: str
@@ -77,6 +78,36 @@ def interleaved_medians(
             if round_index >= warmup:
                 seconds[name].append(elapsed)
     return {name: statistics.median(values) for name, values in seconds.items()}
+
+
+def peak_memory_of(run: Callable[[], object], device: str = "cpu") -> tuple[int, int]:
+    """Bytes in use before `run()` and at its peak: the process's resident set on the CPU (Linux's VmHWM, reset
+    first through /proc/self/clear_refs), allocated tensors on a GPU."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        run()
+        torch.cuda.synchronize()
+        return before, torch.cuda.max_memory_allocated()
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
+        clear_refs.write("5")
+    before = _status_bytes("VmRSS")
+    run()
+    return before, _status_bytes("VmHWM")
+
+
+def available_memory_bytes(device: str = "cpu") -> int:
+    """Memory a new allocation can take without swapping (MemAvailable) or, on a GPU, its free memory."""
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[0]
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(f"{field}:"))
 
 
 def seeded(step: Callable[[], T]) -> Callable[[], T]:
@@ -161,6 +192,7 @@ def markdown_table(rows: list[Row], title: str, device: str = "cpu") -> str:
     ]
     for row in rows:
         met = {True: "yes", False: "no", None: "-"}[row.met]
-        cells = (row.benchmark, row.ours, row.reference, f"{row.ratio:.2f}x", row.goal, met, row.notes)
+        ratio = "-" if row.ratio is None else f"{row.ratio:.2f}x"
+        cells = (row.benchmark, row.ours, row.reference, ratio, row.goal, met, row.notes)
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     return "\n".join(lines) + "\n"

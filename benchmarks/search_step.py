@@ -13,7 +13,8 @@ from typing import Callable
 import torch
 
 from benchmarks.common import (
-    NetworkSize, Row, experiment_config, interleaved_medians, seconds_text, seeded, trainer_for,
+    NetworkSize, Row, available_memory_bytes, bytes_text, experiment_config, interleaved_medians, peak_memory_of,
+    seconds_text, seeded, trainer_for,
 )
 from functions.experiment import adam
 from functions.trainer import ArchitectureStep, Trainer
@@ -128,26 +129,40 @@ def duration_text(seconds: float) -> str:
 def search_cost_rows(size: NetworkSize, device: str = "cpu", batches: tuple[int, ...] = COST_BATCHES) -> list[Row]:
     """Time of one search step per mode and batch, and the predicted wall time of the paper's 50-epoch search.
     Reference of each row: the same mode at the published batch 2, so the ratio is how many times sooner the
-    whole search ends at that batch (learning-rate scaling aside: it changes no step's cost)."""
+    whole search ends at that batch (learning-rate scaling aside: it changes no step's cost).
+
+    Each batch's first step is untimed (the warm-up) and measures the step's peak memory above what was in use
+    before it. That grows with the batch: a larger batch that would not fit in the memory left, by the growth per
+    item of the last batch measured, is not run (its row says how much it would need) rather than sending the
+    machine into swap."""
     rows = []
+    config = f"C {size.channels}, {size.layers} layers, {size.frames}x257, s2" + (", AMP" if device == "cuda" else "")
     for single_path in (False, True):
         mode = "single-path" if single_path else "full mode"
-        seconds = {}
+        base = batches[0]
+        seconds, growth_per_item = {}, 0.0
         for batch in batches:
+            needed = growth_per_item * batch
+            available = available_memory_bytes(device)
+            if batch != base and needed > 0.9 * available:
+                rows.append(Row(
+                    f"Search cost, {mode}, batch {batch} ({config})", "not measured", f"{seconds_text(seconds[base])} "
+                    f"(batch {base})", None, "none set (reported)", None,
+                    f"a step would need about {bytes_text(needed)} more than the network and data (growing with the "
+                    f"batch from the batches measured); {bytes_text(available)} available here",
+                ))
+                continue
             torch.manual_seed(0)
             network = SearchNetwork(size.channels, size.classes, size.layers, "s2", single_path=single_path).to(device)
-            trainer = search_trainer(network, device)
-            data = [torch.randn(batch, size.frames, 257, device=device),
-                    torch.randint(0, size.classes, (batch,), device=device),
-                    torch.randn(batch, size.frames, 257, device=device),
-                    torch.randint(0, size.classes, (batch,), device=device)]
-            seconds[batch] = interleaved_medians({"step": seeded(search_step(trainer, data))},
-                                                 size.repetitions)["step"]
-        base = batches[0]
-        for batch in batches:
+            step = seeded(search_step(search_trainer(network, device), [
+                torch.randn(batch, size.frames, 257, device=device),
+                torch.randint(0, size.classes, (batch,), device=device),
+                torch.randn(batch, size.frames, 257, device=device),
+                torch.randint(0, size.classes, (batch,), device=device)]))
+            before, peak = peak_memory_of(step, device)
+            growth_per_item = (peak - before) / batch
+            seconds[batch] = interleaved_medians({"step": step}, size.repetitions, warmup=0)["step"]
             predicted = predicted_search_seconds(seconds[batch], batch)
-            config = f"C {size.channels}, {size.layers} layers, {size.frames}x257, s2" + (", AMP" if device == "cuda"
-                                                                                        else "")
             rows.append(Row(
                 f"Search cost, {mode}, batch {batch} ({config})", seconds_text(seconds[batch]),
                 f"{seconds_text(seconds[base])} (batch {base})",

@@ -77,3 +77,34 @@ def test_gpu_rows_without_a_gpu_are_refused_in_one_line(tmp_path: Path) -> None:
     assert process.returncode != 0
     assert process.stderr.strip() == "error: --device cuda but no CUDA device is available"
     assert not output.exists()
+
+
+def test_peak_memory_of_a_step_sees_what_it_allocates() -> None:
+    from benchmarks.common import peak_memory_of
+
+    before, peak = peak_memory_of(lambda: torch.ones(32, 2**20).sum())  # 128 MiB, freed on return
+    assert peak - before >= 128 * 2**20
+
+
+def test_a_search_cost_batch_that_would_not_fit_in_memory_is_reported_not_run(monkeypatch) -> None:
+    from benchmarks import search_step
+    from benchmarks.common import markdown_table
+
+    def batches_run(rows) -> list[int]:
+        return [int(re.search(r"batch (\d+) \(", row.benchmark).group(1)) for row in rows if row.ratio is not None]
+
+    # Each step reports 8 MiB above what was in use: 4 MiB per item at batch 2.
+    monkeypatch.setattr(search_step, "peak_memory_of", lambda step, device: (step(), 0)[1:] + (8 * 2**20,))
+    monkeypatch.setattr(search_step, "available_memory_bytes", lambda device: 2**30)
+    assert batches_run(search_step.search_cost_rows(search_step.QUICK, "cpu", (2, 4))) == [2, 4, 2, 4]
+    # Batch 4 would need 16 MiB: more than 90 % of 17 MiB.
+    monkeypatch.setattr(search_step, "available_memory_bytes", lambda device: 17 * 2**20)
+    rows = search_step.search_cost_rows(search_step.QUICK, "cpu", (2, 4))
+    assert batches_run(rows) == [2, 2]
+    skipped = [row for row in rows if row.ratio is None]
+    assert [row.benchmark.split(" (")[0] for row in skipped] == ["Search cost, full mode, batch 4",
+                                                                   "Search cost, single-path, batch 4"]
+    assert all(row.ours == "not measured" and "16.0 MiB more" in row.notes and "17.0 MiB available" in row.notes
+               for row in skipped)
+    ratios = {name: cells[3] for name, cells in _cells(markdown_table(rows, "cost")).items()}
+    assert sorted(ratios.values())[:2] == ["-", "-"] and sum(ratio == "-" for ratio in ratios.values()) == 2
