@@ -3,16 +3,23 @@
 Generates the corpus, preprocesses it, searches a cell, trains that cell from scratch for identification and
 for verification, trains ResNet-18 baselines, evaluates every network with the evaluation scripts and prints
 a table (also written to demo_results.md). Each step is the command a user would type, printed before it runs.
+
+The baselines do not depend on the searched cell, so they run in a second lane beside the search and the cell's
+trainings, each lane with half the cores: a search step's small operators keep two threads busy only part of the
+time, two processes keep both cores busy.
 """
 from __future__ import annotations
 
 import json
-import resource
+import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from benchmarks.reference_system import ReferenceResult, evaluate_reference
 from data_objects import available_cores
@@ -20,39 +27,110 @@ from utils.cli import OneLineErrorParser
 from utils.files import write_text_atomically
 
 PYTHON = sys.executable
+T = TypeVar("T")
+CELL_TRAININGS = {
+    "AutoSpeech cell (identification)": ("train_identification.py", "exps/demo/scratch_iden.yaml"),
+    "AutoSpeech cell (verification)": ("train_verification.py", "exps/demo/scratch_veri.yaml"),
+}
+BASELINE_TRAININGS = {
+    "ResNet-18 (identification)": ("train_baseline_identification.py", "exps/demo/resnet18_iden.yaml"),
+    "ResNet-18 (verification)": ("train_baseline_verification.py", "exps/demo/resnet18_veri.yaml"),
+}
 
 
-def _children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+# Every lane's running step, so that a failure in one lane stops the other.
+RUNNING_STEPS: set[subprocess.Popen] = set()
 
 
-def run(command: list[str], log: Path) -> float:
-    """Run a step, its output to the console and to `log`; stop the demo when it fails. Each step's wall and CPU
-    time is printed and logged: on a busy machine the CPU time says more about the step than the wall time."""
-    print(f"\n$ {' '.join(shlex.quote(part) for part in command)}", flush=True)
-    started, cpu_started = time.time(), _children_cpu_seconds()
-    with log.open("a", encoding="utf-8") as handle:
-        handle.write(f"$ {' '.join(command)}\n")
-        handle.flush()
-        process = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT)
-    if process.returncode != 0:
-        tail = log.read_text(encoding="utf-8").splitlines()[-15:]
-        print("\n".join(tail), file=sys.stderr)
-        sys.exit(f"demo: step failed with exit code {process.returncode}; full output in {log}")
-    elapsed, cpu = time.time() - started, _children_cpu_seconds() - cpu_started
-    summary = f"  done in {elapsed:.0f} s (CPU {cpu:.0f} s)"
-    print(summary, flush=True)
-    with log.open("a", encoding="utf-8") as handle:
-        handle.write(summary + "\n")
-    return elapsed
+class StepFailed(Exception):
+    pass
+
+
+class Lane:
+    """Steps run one after another, each step's output in this lane's log and its command and timing also on the
+    console and in the demo's log; `threads` torch threads per step (0: torch's default)."""
+
+    _print_lock = threading.Lock()
+
+    def __init__(self, name: str, log: Path, summary_log: Path, threads: int = 0) -> None:
+        self.name, self.log, self.summary_log, self.threads = name, log, summary_log, threads
+
+    def say(self, line: str) -> None:
+        with self._print_lock:
+            print(line, flush=True)
+            with self.summary_log.open("a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+
+    def run(self, command: list[str]) -> float:
+        """Run a step; its wall and CPU time are printed: on a busy machine the CPU time says more about the step
+        than the wall time."""
+        prefix = f"[{self.name}] "
+        self.say(f"\n{prefix}$ {' '.join(shlex.quote(part) for part in command)}")
+        environment = {**os.environ, **({"OMP_NUM_THREADS": str(self.threads)} if self.threads else {})}
+        started = time.time()
+        with self.log.open("a", encoding="utf-8") as handle:
+            handle.write(f"$ {' '.join(command)}\n")
+            handle.flush()
+            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environment)
+            RUNNING_STEPS.add(process)
+            # wait4, not wait: the CPU time of this child alone, while the other lane's children also run.
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            RUNNING_STEPS.discard(process)
+        if process.returncode != 0:
+            tail = "\n".join(self.log.read_text(encoding="utf-8").splitlines()[-15:])
+            raise StepFailed(f"{tail}\ndemo: step failed with exit code {process.returncode}; full output in "
+                             f"{self.log}")
+        elapsed = time.time() - started
+        self.say(f"  {prefix}done in {elapsed:.0f} s (CPU {usage.ru_utime + usage.ru_stime:.0f} s)")
+        return elapsed
+
+
+def run_side_by_side(*jobs: Callable[[], T]) -> list[T]:
+    """Each job in its own thread; their results in order. The first job to fail stops the others' running steps,
+    and its failure is raised."""
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = [pool.submit(job) for job in jobs]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [future.exception() for future in futures if future in done and future.exception()]
+        if failed:
+            for process in list(RUNNING_STEPS):
+                process.terminate()
+            raise failed[0]
+        return [future.result() for future in futures]
 
 
 def newest_run(folder: Path) -> Path:
     runs = sorted(folder.glob("*/"), key=lambda path: path.stat().st_mtime)
     if not runs:
-        sys.exit(f"demo: no run folder in {folder}")
+        raise StepFailed(f"demo: no run folder in {folder}")
     return runs[-1]
+
+
+def train_and_evaluate(lane: Lane, trainings: dict[str, tuple[str, str]], out: Path, data: Path,
+                       genotype_file: Path | None = None) -> dict[str, dict]:
+    """Each training, then its evaluation with the evaluation script; runs go under `out`."""
+    overrides = ["DATASET.DATA_DIR", str(data), "OUTPUT_DIR", str(out)]
+    arch = ["--text_arch", str(genotype_file)] if genotype_file else []
+    results = {}
+    for name, (script, cfg) in trainings.items():
+        train_seconds = lane.run([PYTHON, script, "--cfg", cfg, *arch, *overrides])
+        run_dir = newest_run(out / ("logs_scratch" if genotype_file else "logs"))
+        identification = "identification" in name
+        evaluate = "evaluate_identification.py" if identification else "evaluate_verification.py"
+        checkpoint = run_dir / "Model" / ("checkpoint_best.pth" if identification else "checkpoint_last.pth")
+        eval_seconds = lane.run([PYTHON, evaluate, "--cfg", cfg, "--load_path", str(checkpoint), *overrides])
+        results[name] = json.loads((newest_run(out / "logs_eval") / "results.json").read_text())
+        results[name]["seconds"] = train_seconds + eval_seconds
+    return results
+
+
+def search_and_train_the_cell(lane: Lane, out: Path, data: Path) -> tuple[dict[str, dict], float, Path]:
+    search_seconds = lane.run([PYTHON, "search.py", "--cfg", "exps/demo/search.yaml", "DATASET.DATA_DIR", str(data),
+                               "OUTPUT_DIR", str(out)])
+    genotype_file = newest_run(out / "logs_search") / "genotype.txt"
+    lane.say(f"  [{lane.name}] searched genotype: {genotype_file.read_text().strip()}")
+    return train_and_evaluate(lane, CELL_TRAININGS, out, data, genotype_file), search_seconds, genotype_file
 
 
 def main() -> None:
@@ -64,47 +142,33 @@ def main() -> None:
     data = work / "VoxCeleb1"
     work.mkdir(parents=True, exist_ok=True)
     log = work / "demo.log"
-    overrides = ["DATASET.DATA_DIR", str(data), "OUTPUT_DIR", str(work)]
-    seconds: dict[str, float] = {}
-
-    if not (data / "veri_test.txt").exists():
-        seconds["corpus"] = run([PYTHON, "-m", "data_objects.synthetic", str(data), "--seed", str(args.seed)], log)
-    seconds["preprocess"] = run([PYTHON, "data_preprocess.py", str(data), "--skip_existing"], log)
-
     started = time.time()
-    reference = evaluate_reference(data)
-    seconds["reference"] = time.time() - started
+    try:
+        prepare = Lane("corpus", log, log)
+        if not (data / "veri_test.txt").exists():
+            prepare.run([PYTHON, "-m", "data_objects.synthetic", str(data), "--seed", str(args.seed)])
+        prepare.run([PYTHON, "data_preprocess.py", str(data), "--skip_existing"])
+        reference_started = time.time()
+        reference = evaluate_reference(data)
+        reference_seconds = time.time() - reference_started
 
-    seconds["search"] = run([PYTHON, "search.py", "--cfg", "exps/demo/search.yaml", *overrides], log)
-    genotype_file = newest_run(work / "logs_search") / "genotype.txt"
-    print(f"  searched genotype: {genotype_file.read_text().strip()}")
+        threads = max(1, available_cores() // 2)
+        cell = Lane("cell", work / "cell.log", log, threads)
+        baselines = Lane("baselines", work / "baselines.log", log, threads)
+        (cell_results, search_seconds, genotype_file), baseline_results = run_side_by_side(
+            lambda: search_and_train_the_cell(cell, work / "cell", data),
+            lambda: train_and_evaluate(baselines, BASELINE_TRAININGS, work / "baselines", data),
+        )
+        results = {**cell_results, **baseline_results}
+    except StepFailed as failure:
+        sys.exit(str(failure))
 
-    trainings = {
-        "AutoSpeech cell (identification)": ("train_identification.py", "exps/demo/scratch_iden.yaml", True),
-        "AutoSpeech cell (verification)": ("train_verification.py", "exps/demo/scratch_veri.yaml", True),
-        "ResNet-18 (identification)": ("train_baseline_identification.py", "exps/demo/resnet18_iden.yaml", False),
-        "ResNet-18 (verification)": ("train_baseline_verification.py", "exps/demo/resnet18_veri.yaml", False),
-    }
-    results: dict[str, dict] = {}
-    for name, (script, cfg, needs_genotype) in trainings.items():
-        arch = ["--text_arch", str(genotype_file)] if needs_genotype else []
-        logs_kind = "logs_scratch" if needs_genotype else "logs"
-        train_seconds = run([PYTHON, script, "--cfg", cfg, *arch, *overrides], log)
-        run_dir = newest_run(work / logs_kind)
-        identification = "identification" in name
-        evaluate = "evaluate_identification.py" if identification else "evaluate_verification.py"
-        checkpoint = run_dir / "Model" / ("checkpoint_best.pth" if identification else "checkpoint_last.pth")
-        eval_seconds = run([PYTHON, evaluate, "--cfg", cfg, "--load_path", str(checkpoint), *overrides], log)
-        metrics = json.loads((newest_run(work / "logs_eval") / "results.json").read_text())
-        metrics["seconds"] = train_seconds + eval_seconds
-        results[name] = metrics
-
-    table = results_table(reference, seconds["reference"], results)
-    total = sum(seconds.values()) + sum(r["seconds"] for r in results.values())
+    table = results_table(reference, reference_seconds, results)
     report = (
         "# Demo results\n\nBuilt-in synthetic corpus (`python -m data_objects.synthetic`), "
-        f"{available_cores()} CPU cores, "
-        f"{total / 60:.1f} min in all (search {seconds['search']:.0f} s).\n\n{table}\n"
+        f"{available_cores()} CPU cores, {(time.time() - started) / 60:.1f} min in all (search "
+        f"{search_seconds:.0f} s; the baselines trained beside the search and the cell, {threads} torch "
+        f"thread(s) per process).\n\n{table}\n"
         "Identification: Top-1 on the test partition of the checkpoint selected on `val`. "
         "Verification: EER and minDCF (p_target 0.01) of the last epoch on `veri_test.txt`.\n\n"
         f"Searched cell (trained above): `{genotype_file.read_text().strip()}`\n"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import gc
 import io
 import os
 import platform
@@ -82,7 +84,9 @@ def interleaved_medians(
 
 def peak_memory_of(run: Callable[[], object], device: str = "cpu") -> tuple[int, int]:
     """Bytes in use before `run()` and at its peak: the process's resident set on the CPU (Linux's VmHWM, reset
-    first through /proc/self/clear_refs), allocated tensors on a GPU."""
+    first through /proc/self/clear_refs), allocated tensors on a GPU. On the CPU the memory that earlier work
+    freed is first handed back to the system (glibc's malloc_trim): a step that reuses it would not grow the
+    resident set, and would seem to need nothing."""
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -90,6 +94,10 @@ def peak_memory_of(run: Callable[[], object], device: str = "cpu") -> tuple[int,
         run()
         torch.cuda.synchronize()
         return before, torch.cuda.max_memory_allocated()
+    gc.collect()
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
     with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
         clear_refs.write("5")
     before = _status_bytes("VmRSS")

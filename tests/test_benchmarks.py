@@ -82,8 +82,16 @@ def test_gpu_rows_without_a_gpu_are_refused_in_one_line(tmp_path: Path) -> None:
 def test_peak_memory_of_a_step_sees_what_it_allocates() -> None:
     from benchmarks.common import peak_memory_of
 
+    def megabytes(count: int) -> list[torch.Tensor]:
+        return [torch.ones(2**18) for _ in range(count)]  # 1 MiB each: the heap, not a mapping of their own
+
     before, peak = peak_memory_of(lambda: torch.ones(32, 2**20).sum())  # 128 MiB, freed on return
     assert peak - before >= 128 * 2**20
+    # Memory that earlier work freed would be reused by the step without growing the resident set.
+    freed = megabytes(512)
+    del freed
+    before, peak = peak_memory_of(lambda: megabytes(256))
+    assert peak - before >= 250 * 2**20
 
 
 def test_a_search_cost_batch_that_would_not_fit_in_memory_is_reported_not_run(monkeypatch) -> None:
