@@ -6,7 +6,7 @@ Generates the demo's corpus (python -m data_objects.synthetic), its features (da
 published recipe) and a noise / room-response folder (python -m data_objects.synthetic_augmentation), then trains
 the searched cell at the demo's size with each recipe, as a user would: train_verification.py in a subprocess,
 the crops, batches and epochs of exps/demo/scratch_veri.yaml for every row, and ResNet-34 with the
-modern recipe at the size of exps/demo/resnet18_veri.yaml. Every run scores the test trials raw and with AS-norm
+modern recipe of exps/demo/modern_resnet34_veri.yaml. Every run scores the test trials raw and with AS-norm
 (scoring only: AS-norm does not change training). The table replaces the recipes section of --output.
 Rows already measured in --workdir are read back, so an interrupted benchmark continues where it stopped.
 --quick runs 2 epochs of 3 steps, to check that the benchmark works; its numbers mean little. --threads sets
@@ -123,8 +123,8 @@ def table(rows: list[tuple[Recipe, dict]], quick: bool, minutes: float, threads:
         "veri_test.txt), the searched cell (AUTOSPEECH genotype) at the size of exps/demo/scratch_veri.yaml "
         "(C 16, 4 layers, 1-s crops, batch 16, 20 epochs) for every cell row, each of the first four adding one "
         "part to the one above and AS-norm, the last part, in the columns on the right; the demo's modern recipe "
-        "keeps the published head (average pooling, no embedding layer). ResNet-34 at the size of "
-        "exps/demo/resnet18_veri.yaml (10 epochs, lr 0.001). Last "
+        "keeps the published head (average pooling, no embedding layer). ResNet-34 with "
+        "exps/demo/modern_resnet34_veri.yaml (1-s crops, batch 16, 10 epochs, lr 0.001). Last "
         "epoch's scores; AS-norm over the 24 training speakers' mean embeddings, top 10.",
         "",
         "| Recipe | EER (%) | minDCF(0.01) | EER AS-norm (%) | minDCF(0.01) AS-norm | EER / published's (raw; AS-norm) | "
