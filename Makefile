@@ -12,9 +12,10 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 # One pytest worker per core and one torch thread per process: two-thread operators on a shared core wait for
-# each other at every step.
+# each other at every step. loadgroup keeps the tests of one module-scoped fixture on one worker (tests/conftest.py);
+# pytest-xdist 3.8 groups them under pytest 8, not 9.
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist loadgroup tests
 
 demo: $(STAMP)
 	$(PY) demo.py

@@ -65,3 +65,13 @@ def augmentation_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("augmentation")
     run_script("-m", "data_objects.synthetic_augmentation", str(folder), "--files", "3")
     return folder
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Tests that share a module-scoped fixture (a training run, a search, a study) go to one pytest-xdist worker
+    (`make test` runs `--dist loadgroup`), so that the fixture is built once, not once per worker."""
+    module = item.nodeid.split("::")[0]
+    definitions = getattr(item, "_fixtureinfo", None)
+    if definitions is not None and any(fixture[-1].scope == "module" and fixture[-1].baseid == module
+                                       for fixture in definitions.name2fixturedefs.values()):
+        item.add_marker(pytest.mark.xdist_group(module))

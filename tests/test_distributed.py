@@ -160,8 +160,9 @@ def test_distributed_evaluation_equals_single_process(script, cfg, fixtures_dir,
 
 @pytest.mark.parametrize("layers", ["2", "3"])
 def test_search_runs_on_two_processes_with_or_without_a_normal_cell(layers, tiny_corpus, tmp_path):
+    # Half-second crops: the shortest that still leave a frame after the five halvings of three layers.
     process = launch(2, "search.py", "--cfg", "exps/demo/search.yaml",
-                     *small(tiny_corpus, tmp_path, *TINY_CELL, "MODEL.LAYERS", layers))
+                     *small(tiny_corpus, tmp_path, *TINY_CELL, "MODEL.LAYERS", layers, "DATASET.PARTIAL_N_FRAMES", "50"))
     results = json.loads((only_run(tmp_path / "logs_search") / "results.json").read_text())
     assert results["genotype"].startswith("Genotype(") and process.stdout.count(results["genotype"]) == 1
 
