@@ -100,22 +100,22 @@ def peak_memory_of(run: Callable[[], object], device: str = "cpu") -> tuple[int,
         trim(0)
     with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
         clear_refs.write("5")
-    before = _status_bytes("VmRSS")
+    before = _proc_kib_field("/proc/self/status", "VmRSS")
     run()
-    return before, _status_bytes("VmHWM")
+    return before, _proc_kib_field("/proc/self/status", "VmHWM")
 
 
 def available_memory_bytes(device: str = "cpu") -> int:
     """Memory a new allocation can take without swapping (MemAvailable) or, on a GPU, its free memory."""
     if device == "cuda":
         return torch.cuda.mem_get_info()[0]
-    with open("/proc/meminfo", encoding="ascii") as meminfo:
-        return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    return _proc_kib_field("/proc/meminfo", "MemAvailable")
 
 
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(f"{field}:"))
+def _proc_kib_field(path: str, field: str) -> int:
+    """Bytes of a `Field:   N kB` line of a /proc file."""
+    with open(path, encoding="ascii") as lines:
+        return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(f"{field}:"))
 
 
 def seeded(step: Callable[[], T]) -> Callable[[], T]:

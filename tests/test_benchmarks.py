@@ -102,8 +102,11 @@ def test_a_search_cost_batch_that_would_not_fit_in_memory_is_reported_not_run(mo
     def batches_run(rows) -> list[int]:
         return [int(re.search(r"batch (\d+) \(", row.benchmark).group(1)) for row in rows if row.ratio is not None]
 
-    # Each step reports 8 MiB above what was in use: 4 MiB per item at batch 2.
-    monkeypatch.setattr(search_step, "peak_memory_of", lambda step, device: (step(), 0)[1:] + (8 * 2**20,))
+    def eight_mebibytes_above_nothing(step, device):  # 4 MiB per item at batch 2
+        step()
+        return 0, 8 * 2**20
+
+    monkeypatch.setattr(search_step, "peak_memory_of", eight_mebibytes_above_nothing)
     # Batch 4 would need 16 MiB: more than 90 % of 17 MiB.
     monkeypatch.setattr(search_step, "available_memory_bytes", lambda device: 17 * 2**20)
     rows = search_step.search_cost_rows(search_step.QUICK, "cpu", (2, 4))
