@@ -24,8 +24,9 @@ def entry_scripts() -> list[str]:
 
 
 def documented_commands() -> list[str]:
-    """`python -m PACKAGE.MODULE` of this project's packages and `python PATH.py` named in README.md and docs/."""
-    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    """`python -m PACKAGE.MODULE` of this project's packages and `python PATH.py`, as README.md,
+    benchmarks/README.md and docs/ name them."""
+    pages = [REPO / "README.md", REPO / "benchmarks" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
     commands = set()
     for page in pages:
         for command in COMMAND.findall(page.read_text(encoding="utf-8")):
