@@ -52,7 +52,8 @@ def test_the_commands_are_found():
 def test_every_command_prints_its_usage(help_pages):
     faults = {
         target: page for target, page in help_pages.items()
-        if page["code"] != 0 or not page["stdout"].startswith("usage:") or "Traceback" in page["stdout"] + page["stderr"]
+        if page["code"] != 0 or not page["stdout"].startswith("usage:")
+        or "Traceback" in page["stdout"] + page["stderr"]
     }
     assert not faults, faults
 
