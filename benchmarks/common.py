@@ -193,7 +193,7 @@ def markdown_table(rows: list[Row], title: str, device: str = "cpu") -> str:
         machine_line(device),
         "",
         "Ratio = the reference's cost / ours (above 1: ours is better). Times are medians of interleaved repetitions.",
-        "Methods and references: benchmarks/README.md.",
+        "Written by `python benchmarks/run_all.py` (`--device cuda` on a GPU); methods: benchmarks/README.md.",
         "",
         "| Benchmark | Ours | Reference | Ratio | Goal | Met | Same result / notes |",
         "|---|---|---|---|---|---|---|",

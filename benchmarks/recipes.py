@@ -1,6 +1,6 @@
 """The published recipe against the modern one on the built-in corpus, with an ablation of the modern parts.
 
-    python benchmarks/recipes.py [--quick] [--workdir DIR] [--output benchmarks/RESULTS.md]
+    python benchmarks/recipes.py [--quick] [--workdir DIR] [--output docs/benchmarks.md]
 
 Generates the demo's corpus (python -m data_objects.synthetic), its features (data_preprocess.py, for the
 published recipe) and a noise / room-response folder (python -m data_objects.synthetic_augmentation), then trains
@@ -166,7 +166,7 @@ def main() -> int:
     parser = OneLineErrorParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 epochs of 3 steps: checks that the benchmark works")
     parser.add_argument("--workdir", help="folder for the corpus and the runs (default: a temporary folder)")
-    parser.add_argument("--output", default=str(Path(__file__).resolve().parent / "RESULTS.md"))
+    parser.add_argument("--output", default=str(Path(__file__).resolve().parents[1] / "docs/benchmarks.md"))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads of the training runs (0: torch's default, one per core)")
     args = parser.parse_args()

@@ -1,11 +1,11 @@
 """make bench: our code against straightforward references of the published approach, one table.
 
-    python benchmarks/run_all.py [--quick] [--device cpu|cuda] [--output benchmarks/RESULTS.md]
+    python benchmarks/run_all.py [--quick] [--device cpu|cuda] [--output docs/benchmarks.md]
 
 Every row runs both sides in this process on the same data (benchmarks/README.md describes each). The table is
 printed and written to --output. --quick runs every row at tiny sizes, to check that the benchmarks work; its
 numbers mean little. --device cuda runs the rows that a GPU changes (search step, training step with AMP) on the
-GPU and writes benchmarks/RESULTS_GPU.md.
+GPU and writes docs/benchmarks_gpu.md.
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ from benchmarks.preprocessing import CorpusSize  # noqa: E402
 from utils.cli import OneLineErrorParser  # noqa: E402
 from utils.files import OutputError, ensure_writable_dir, write_text_atomically  # noqa: E402
 
-DEFAULT_OUTPUT = {"cpu": Path(__file__).resolve().parent / "RESULTS.md",
-                  "cuda": Path(__file__).resolve().parent / "RESULTS_GPU.md"}
+DEFAULT_OUTPUT = {"cpu": Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md",
+                  "cuda": Path(__file__).resolve().parents[1] / "docs" / "benchmarks_gpu.md"}
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", choices=sorted(DEFAULT_OUTPUT), default="cpu",
                         help="cuda: the GPU rows (search and training steps) on the first GPU")
     parser.add_argument("--output", type=Path,
-                        help="where the markdown table is written (default benchmarks/RESULTS.md, or RESULTS_GPU.md)")
+                        help="markdown file (default docs/benchmarks.md; docs/benchmarks_gpu.md on cuda)")
     parser.add_argument("--threads", type=_positive,
                         help="torch intra-op threads (default: torch's own, as the scripts run; see "
                              "benchmarks/README.md, 'Threads')")

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
-from data_objects.audio import HOP_LENGTH, N_BINS, N_FFT, SAMPLE_RATE, TARGET_DBFS, WIN_LENGTH
 from utils.config import ConfigError
+from utils.feature_constants import HOP_LENGTH, N_BINS, N_FFT, SAMPLE_RATE, TARGET_DBFS, WIN_LENGTH
 
 # Floor of the log-mel energies of waveforms scaled to [-1, 1]: 120 dB below full scale, under the noise floor of
 # any recording (a quiet one is not clipped) and above the float32 round-off of the STFT.

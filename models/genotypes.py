@@ -16,9 +16,11 @@ import ast
 from collections.abc import Sequence
 from pathlib import Path
 
+from models.random_cells import random_genotype
 from models.search_spaces import KNOWN_OPS, NUM_NODES, SEARCH_SPACES
 from utils import Genotype
 from utils.checkpoint import load_checkpoint
+from utils.cli import OneLineErrorParser
 
 __all__ = [
     "AUTOSPEECH", "Genotype", "GenotypeError", "genotype_to_text", "load_genotype", "parse_genotype",
@@ -197,10 +199,6 @@ def load_genotype(source: str) -> Genotype:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    # Imported here: random_cells builds on this module's Genotype.
-    from models.random_cells import random_genotype
-    from utils.cli import OneLineErrorParser
-
     parser = OneLineErrorParser(prog="python -m models.genotypes", description="Genotype tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     random_parser = commands.add_parser("random", help="print the text of a cell drawn uniformly from a space")

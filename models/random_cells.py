@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from models.genotypes import Genotype
 from models.search_spaces import NUM_NODES, SearchSpace, get_search_space
+from utils import Genotype
 
 CONCAT = range(2, 2 + NUM_NODES)
 

@@ -68,8 +68,10 @@ def build_parser(
             "--text_arch",
             help="the genotype: its text (as printed by search.py), a file holding the text, or a checkpoint",
         )
-    # A required --load_path (evaluation) has no alternative to exclude.
-    starts = parser if load_path_required else parser.add_mutually_exclusive_group()
+    # --load_path and --init_from exclude each other only where a script takes both; a group of fewer members
+    # excludes nothing, and argparse cannot write the usage of an empty one.
+    excludes = bool(load_path) and init_from and not load_path_required
+    starts = parser.add_mutually_exclusive_group() if excludes else parser
     if load_path:
         starts.add_argument("--load_path", help=load_path, required=load_path_required)
     if init_from:
