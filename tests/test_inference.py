@@ -26,7 +26,7 @@ from functions.distributed import single_process
 from functions.evaluation import embed_utterances
 from functions.experiment import KNOWN_ERRORS, inference_recipe
 from functions.export import EXPORTERS
-from functions.inference import load_trained_model
+from functions.speaker_model import SpeakerModel
 from functions.inference_tasks import check_lengths, compare_exported
 from models import AUTOSPEECH, build_model
 from models.frontends import build_frontend
@@ -104,8 +104,7 @@ def checkpoint(tiny_corpus, tmp_path_factory) -> Path:
 
 def evaluation_embeddings(checkpoint: Path, corpus: Path, wavs: list[Path]) -> torch.Tensor:
     """Embeddings of the preprocessed features of `wavs`, as evaluate_verification.py computes them."""
-    args = type("Args", (), {"load_path": str(checkpoint), "cfg": None, "opts": [], "text_arch": None})()
-    model = load_trained_model(args)
+    model = SpeakerModel.from_checkpoint(checkpoint, "cpu")
     features = []
     for wav in wavs:
         speaker, npy = feature_name(wav.relative_to(corpus / "test" / "wav").as_posix())
@@ -133,13 +132,15 @@ def test_extracted_embeddings_equal_the_evaluation_path(checkpoint, tiny_corpus,
     assert f"{len(wavs)} embeddings of size {reference.shape[1]}" in err
 
 
-def test_a_44_khz_stereo_copy_embeds_as_the_16_khz_file(checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
+def test_a_44_khz_stereo_copy_embeds_as_the_16_khz_file_its_channels_averaged(checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
     wav, other = corpus_wav(tiny_corpus, 0), corpus_wav(tiny_corpus, 9)
     samples, rate = soundfile.read(wav, dtype="float32")
     common = gcd(44_100, rate)
     upsampled = resample_poly(samples, 44_100 // common, rate // common).astype(np.float32)
-    # The first channel is the one embedded: a second, unrelated channel must change nothing.
-    stereo = np.stack([upsampled, np.random.default_rng(0).normal(0, 0.3, upsampled.size)], axis=1)
+    # Channels are averaged, as preprocessing averages them: noise added to one channel and taken from the other
+    # cancels (the first channel alone would carry it).
+    noise = np.random.default_rng(0).normal(0, 0.3, upsampled.size).astype(np.float32)
+    stereo = np.stack([upsampled + noise, upsampled - noise], axis=1)
     soundfile.write(tmp_path / "copy.wav", stereo, 44_100, subtype="FLOAT")
     listing = tmp_path / "inputs.txt"
     listing.write_text(f"{wav}\n{tmp_path / 'copy.wav'}\n{other}\n")
@@ -211,8 +212,8 @@ def test_fbank_model_embeds_files_as_its_evaluation_does(tiny_corpus, tmp_path, 
     ok("extract_embeddings.py", "--load_path", str(path), "--output", str(tmp_path), *map(str, wavs),
        capsys=capsys, monkeypatch=monkeypatch)
     stored = np.load(tmp_path / "embeddings.npz")
-    args = type("Args", (), {"load_path": str(path), "cfg": None, "opts": [], "text_arch": None})()
-    reference = embed_utterances(load_trained_model(args).network, evaluation, single_process())[0].numpy()
+    reference = embed_utterances(SpeakerModel.from_checkpoint(path, "cpu").network, evaluation,
+                                 single_process())[0].numpy()
     spread = np.abs(reference - reference.mean(axis=0)).mean()
     np.testing.assert_allclose(np.stack([stored[str(w)] for w in wavs]), reference, rtol=0, atol=1e-4 * spread)
 
@@ -222,8 +223,7 @@ def test_exported_module_equals_eager_on_three_lengths(fmt, checkpoint, tiny_cor
     output = tmp_path / f"model.{fmt}"
     ok("export.py", "--load_path", str(checkpoint), "--format", fmt, "--output", str(output),
        capsys=capsys, monkeypatch=monkeypatch)
-    args = type("Args", (), {"load_path": str(checkpoint), "cfg": None, "opts": [], "text_arch": None})()
-    model = load_trained_model(args)
+    model = SpeakerModel.from_checkpoint(checkpoint, "cpu")
     embedder = model.embedder()
     report = compare_exported(embedder, EXPORTERS[fmt][1](output), check_lengths(WINDOW), seed=5)
     for name, row in report.items():
@@ -231,8 +231,7 @@ def test_exported_module_equals_eager_on_three_lengths(fmt, checkpoint, tiny_cor
 
 
 def test_the_eager_waveform_module_embeds_as_evaluation_does(checkpoint, tiny_corpus):
-    args = type("Args", (), {"load_path": str(checkpoint), "cfg": None, "opts": [], "text_arch": None})()
-    model = load_trained_model(args)
+    model = SpeakerModel.from_checkpoint(checkpoint, "cpu")
     embedder = model.embedder()
     wav = corpus_wav(tiny_corpus, 3)
     with torch.no_grad():
