@@ -16,8 +16,8 @@ from functions.evaluation import (
 from functions.experiment import cohort_scoring, write_results
 from functions.export import EXPORTERS
 from functions.inference import AudioInputs, collect_audio_inputs, count_skipped, embed_audio, require_some
-from functions.speaker_model import SHORT_CLIP_ACTIONS, SpeakerModel, from_arguments
 from functions.plots import plot_det_curve, plot_score_histograms
+from functions.speaker_model import SHORT_CLIP_ACTIONS, SpeakerModel, from_arguments
 from models.frontends import samples_for_frames
 from models.waveform_embedder import WaveformEmbedder
 from utils.config import ConfigError
@@ -170,8 +170,8 @@ def _pair_line(score: float, name: str, model: SpeakerModel, threshold: float | 
         return f"{shown} {_decision(score, threshold)} (--threshold {threshold:.6f})"
     if name in model.thresholds:
         threshold = model.thresholds[name]
-        return f"{shown} {_decision(score, threshold)} (EER threshold {threshold:.6f} of the checkpoint's last " \
-               "verification)"
+        return (f"{shown} {_decision(score, threshold)} (EER threshold {threshold:.6f} of the checkpoint's last "
+                "verification)")
     return f"{shown} (the checkpoint carries no EER threshold to decide same or different)"
 
 

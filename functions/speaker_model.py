@@ -149,8 +149,9 @@ class SpeakerModel:
         dataset = self.audio_dataset([_mono_16k(clip, sample_rate) if isinstance(clip, np.ndarray) else clip
                                       for clip in clips])
         embeddings, _, counts = embed_utterances(self.network, dataset, single_process(str(self.device)))
-        for index in np.flatnonzero(counts.numpy() == 0):
-            raise dataset.failure(int(index))
+        failed = np.flatnonzero(counts.numpy() == 0)
+        if failed.size:
+            raise dataset.failure(int(failed[0]))
         return embeddings.numpy()
 
     def score(self, a: Audio, b: Audio, sample_rate: int | None = None) -> float:
