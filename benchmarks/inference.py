@@ -11,7 +11,7 @@ embeddings differ). Each way of embedding the folder is timed as a user runs it:
 (start-up included), the API, the exported TorchScript and ONNX files in this process, one file per call, with
 one thread and with all cores. Ratio = the API's time / the row's (the command's row: the API's, at the
 command's thread count), start-up's: `python -c "import torch"` / the command's start-up. The table replaces the
-inference section of --output. Takes 2 to 4 minutes on 2 cores.
+inference section of --output. Took 6.2 minutes on a 2-core machine busy with other work (load 4-5).
 """
 from __future__ import annotations
 
@@ -48,12 +48,12 @@ PYTHON = sys.executable
 
 
 def _run(command: list[str], threads: int, log) -> float:
-    """Wall seconds of a command run as a user runs it, with `threads` torch threads."""
+    """Wall seconds of a command run as a user runs it, with `threads` torch threads (0: torch's default)."""
     log.write("$ " + " ".join(command) + "\n")
     log.flush()
     started = time.perf_counter()
     subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True,
-                   env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+                   env={**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})})
     return time.perf_counter() - started
 
 
