@@ -1,7 +1,7 @@
 """Export a trained model as one TorchScript or ONNX module: a 16 kHz waveform [batch, samples] in, the
 embedding out, with the front-end (STFT, normalisation) and evaluation's windows and averaging inside."""
 from functions.experiment import KNOWN_ERRORS
-from functions.inference_tasks import run_export
+from functions.inference_tasks import add_inference_arguments, run_export
 from utils.cli import build_parser, run_main
 
 
@@ -12,7 +12,7 @@ def main() -> int:
     )
     parser.add_argument("--format", choices=("torchscript", "onnx"), required=True)
     parser.add_argument("--output", required=True, help="file to write (e.g. model.pt, model.onnx)")
-    parser.add_argument("--stats", help="folder of the mean.npy and std.npy of a checkpoint that carries none")
+    add_inference_arguments(parser, embeds_files=False)
     return run_export(parser.parse_args())
 
 

@@ -2,7 +2,7 @@
 .lst, .list; one per line). Writes OUT/embeddings.npz (keys = the paths as given, relative to a folder
 given), or one .npy per input with --format npy."""
 from functions.experiment import KNOWN_ERRORS
-from functions.inference_tasks import run_extraction
+from functions.inference_tasks import add_inference_arguments, run_extraction
 from utils.cli import build_parser, run_main
 from utils.config import ConfigError, split_overrides
 
@@ -16,7 +16,7 @@ def main() -> int:
     parser.add_argument("--output", required=True, help="folder for embeddings.npz (or the .npy files)")
     parser.add_argument("--format", choices=("npz", "npy"), default="npz",
                         help="one .npz (default) or one .npy per input")
-    parser.add_argument("--stats", help="folder of the mean.npy and std.npy of a checkpoint that carries none")
+    add_inference_arguments(parser)
     parser.add_argument("--audio_dir", help="folder the relative paths of list files are under (default: here)")
     args = parser.parse_args()
     inputs, args.opts = split_overrides(list(args.opts or []))

@@ -64,19 +64,29 @@ def load_waveform(path: str | os.PathLike, first_channel_only: bool = False) -> 
     mono = samples[:, 0] if channels == 1 or first_channel_only else samples.mean(axis=1, dtype=np.float32)
     if not np.isfinite(mono).all():
         raise AudioError("unreadable", f"{path}: audio contains NaN or infinite samples")
-    if rate != SAMPLE_RATE:
-        from scipy.signal import resample_poly  # scipy.signal takes half a second to import; most files need no resampling
+    return Waveform(np.ascontiguousarray(resample(mono, rate)), rate, channels, first_channel_only)
 
-        common = gcd(SAMPLE_RATE, rate)
-        mono = resample_poly(mono, SAMPLE_RATE // common, rate // common).astype(np.float32)
-    return Waveform(np.ascontiguousarray(mono), rate, channels, first_channel_only)
+
+def resample(mono: np.ndarray, rate: int) -> np.ndarray:
+    """float32 samples at `rate` Hz -> at SAMPLE_RATE (polyphase filtering; returned as they are at 16 kHz)."""
+    if rate == SAMPLE_RATE or not len(mono):
+        return mono
+    from scipy.signal import resample_poly  # scipy.signal takes half a second to import; most files need no resampling
+
+    common = gcd(SAMPLE_RATE, rate)
+    return resample_poly(mono, SAMPLE_RATE // common, rate // common).astype(np.float32)
+
+
+def check_not_silent(samples: np.ndarray, path: object = "audio") -> None:
+    """Raise the 'silent' AudioError for samples that are all zero: nothing to normalise, no speaker in them."""
+    if not np.any(samples):
+        raise AudioError("silent", f"{path}: audio is entirely silent")
 
 
 def normalize_volume(samples: np.ndarray, target_dbfs: float = TARGET_DBFS, path: object = "audio") -> np.ndarray:
     """Raise the level to `target_dbfs` (rms of int16-scaled samples); never lower a louder waveform."""
+    check_not_silent(samples, path)
     rms = np.sqrt(np.mean(np.square(samples, dtype=np.float64))) * INT16_MAX
-    if rms == 0.0:
-        raise AudioError("silent", f"{path}: audio is entirely silent")
     level = 20.0 * np.log10(rms / INT16_MAX)
     if level >= target_dbfs:
         return samples
@@ -230,9 +240,4 @@ def read_span(path: str | os.PathLike, start: int, count: int) -> np.ndarray:
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
         raise AudioError("unreadable", f"{path}: unreadable audio ({str(error).splitlines()[0]})") from None
     mono = samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1, dtype=np.float32)
-    if rate != SAMPLE_RATE and len(mono):
-        from scipy.signal import resample_poly
-
-        common = gcd(SAMPLE_RATE, rate)
-        mono = resample_poly(mono, SAMPLE_RATE // common, rate // common).astype(np.float32)
-    return np.ascontiguousarray(mono[:count])
+    return np.ascontiguousarray(resample(mono, rate)[:count])

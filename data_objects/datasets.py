@@ -7,6 +7,7 @@ themselves from it), which is what an exact resume needs.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -15,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data_objects import voxceleb
-from data_objects.audio import check_length, load_waveform
+from data_objects.audio import SAMPLE_RATE, audio_length, check_length, check_not_silent, load_waveform
 from data_objects.errors import AudioError, DataError
 
 PARTIAL_N_FRAMES = 300
@@ -199,34 +200,80 @@ class UtteranceWindowsDataset(_NormalizedFeatures):
         return torch.from_numpy(np.ascontiguousarray(self.normalize(windows))), self.labels[index]
 
 
-class AudioWindowsDataset(Dataset):
-    """Test items computed from audio files: (float32 tensor [N, partial_n_frames, bins] of windows, position).
+@dataclass(frozen=True)
+class ClipRule:
+    """Which clips are embedded. Silent ones (all samples zero) never, as preprocessing drops them; those shorter
+    than `min_samples` (at 16 kHz) are left out, or with `skip_short` False embedded and reported by the caller.
+    Fewer than 257 samples are always left out: the STFT's reflection padding needs more."""
 
-    Each file is read at any rate and resampled to 16 kHz, from its first channel; `windows` turns the samples
-    into the normalised features of the recipe's evaluation windows [N, partial_n_frames, bins]. A file that
-    cannot (not audio, empty, too short for an STFT) gives N = 0 windows; `failure` says why.
+    min_samples: int
+    skip_short: bool = True
+
+    def check(self, samples: np.ndarray, name: object) -> None:
+        check_not_silent(samples, name)
+        check_length(samples, path=name)
+        if self.skip_short and len(samples) < self.min_samples:
+            raise AudioError("too short", f"{name}: too short ({len(samples) / SAMPLE_RATE:.2f} s, less than the "
+                                          f"minimum of {self.min_samples / SAMPLE_RATE:.2f} s)")
+
+    def is_short(self, n_samples: int) -> bool:
+        return n_samples < self.min_samples
+
+
+def check_audio_format(path: Path) -> None:
+    """Raise the 'unsupported format' AudioError for a file that is not .wav or .flac (what preprocessing reads):
+    libsndfile decodes some other formats too, but an mp3's decoder delay shifts its samples."""
+    if path.suffix.lower() not in voxceleb.AUDIO_SUFFIXES:
+        raise AudioError("unsupported format", f"{path}: unsupported audio format '{path.suffix or 'no suffix'}' "
+                                               f"(supported: {', '.join(voxceleb.AUDIO_SUFFIXES)}; convert it first)")
+
+
+class AudioWindowsDataset(Dataset):
+    """Test items computed from audio: (float32 tensor [N, partial_n_frames, bins] of windows, position).
+
+    A clip is a .wav/.flac file, read at any rate and resampled to 16 kHz, its channels averaged (as
+    preprocessing does), or float32 mono samples already at 16 kHz; `windows` turns the samples into the
+    normalised features of the recipe's evaluation windows [N, partial_n_frames, bins]. A clip that cannot (not
+    audio, empty, silent, too short under `rule`) gives N = 0 windows; `failure` says why.
     """
 
     def __init__(
         self,
-        paths: Sequence[str | os.PathLike],
+        clips: Sequence[str | os.PathLike | np.ndarray],
         windows: Callable[[np.ndarray], np.ndarray],
         bins: int,
         partial_n_frames: int = PARTIAL_N_FRAMES,
+        rule: ClipRule = ClipRule(0),
     ) -> None:
-        self.paths = [Path(p) for p in paths]
-        self.windows, self.bins, self.partial_n_frames = windows, bins, partial_n_frames
+        self.clips = [clip if isinstance(clip, np.ndarray) else Path(clip) for clip in clips]
+        self.windows, self.bins, self.partial_n_frames, self.rule = windows, bins, partial_n_frames, rule
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.clips)
+
+    def name(self, index: int) -> str:
+        clip = self.clips[index]
+        return f"clip {index}" if isinstance(clip, np.ndarray) else str(clip)
+
+    def samples(self, index: int) -> np.ndarray:
+        clip = self.clips[index]
+        if isinstance(clip, np.ndarray):
+            return clip
+        check_audio_format(clip)
+        return load_waveform(clip).samples
+
+    def n_samples(self, index: int) -> int:
+        """The clip's length at 16 kHz (from a file's header)."""
+        clip = self.clips[index]
+        return len(clip) if isinstance(clip, np.ndarray) else audio_length(clip)
 
     def utterance_windows(self, index: int) -> np.ndarray:
-        samples = load_waveform(self.paths[index], first_channel_only=True).samples
-        check_length(samples, path=self.paths[index])
+        samples = self.samples(index)
+        self.rule.check(samples, self.name(index))
         return self.windows(samples)
 
     def failure(self, index: int) -> AudioError | None:
-        """Why file `index` gives no windows, or None if it gives some."""
+        """Why clip `index` gives no windows, or None if it gives some."""
         try:
             self.utterance_windows(index)
         except AudioError as error:

@@ -58,9 +58,10 @@ def _lines(path: Path):
             yield number, line
 
 
-def _malformed(path: Path, number: int, expected: str, line: str) -> DataError:
+def _malformed(path: Path, number: int, expected: str, line: str, note: str = "") -> DataError:
+    """'FILE:LINE: malformed line, expected '<shape>' <note>, got '<line>'."""
     shown = line if len(line) <= 80 else line[:77] + "..."
-    return DataError(f"{path}:{number}: malformed line, expected '{expected}', got '{shown}'")
+    return DataError(f"{path}:{number}: malformed line, expected '{expected}'{note}, got '{shown}'")
 
 
 def _matching_lines(path: Path, pattern: re.Pattern, expected: str) -> Iterator[re.Match]:
@@ -108,7 +109,7 @@ def read_audio_trials(path: str | Path) -> list[AudioTrial]:
             raise _malformed(path, number, expected + "' or '<audio path> <audio path>", line)
         if trials and labelled != (trials[0].label is not None):
             shape = expected if trials[0].label is not None else "<audio path> <audio path>"
-            raise _malformed(path, number, f"{shape}, as the first trial", line)
+            raise _malformed(path, number, shape, line, note=" as the first trial")
         label = int(fields[0]) if labelled else None
         trials.append(AudioTrial(label, fields[-2], fields[-1]))
     if not trials:

@@ -2,13 +2,19 @@
 
 Both formats are traced from one example waveform; the module's shape arithmetic is made of tensor operations
 (models/waveform_embedder.py), so the written graph takes any batch size and any number of samples.
+
+Tracing (torch.jit.trace, and the TorchScript-based ONNX exporter) is deprecated since torch 2.9, but the
+torch.export-based ONNX exporter of the pinned torch cannot export this module with a dynamic length: the number
+of windows is computed from the input's length, and torch.export refuses to guard on it ("Could not guard on
+data-dependent expression", docs/using_a_model.md). The deprecation notices are silenced, nothing else.
 """
 from __future__ import annotations
 
 import io
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -20,23 +26,30 @@ ONNX_OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "waveform", "embedding"
 
 
-def _traced(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+@contextmanager
+def _deprecation_notices_silenced() -> Iterator[None]:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit.trace's deprecation notice; tracing is what TorchScript needs
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        # The window indices are Slice ops with a step: left unfolded, as they must be for a dynamic length.
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
+        yield
+
+
+def _traced(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    with _deprecation_notices_silenced():
         return torch.jit.trace(module, example, check_trace=False)
 
 
 def write_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     traced = _traced(module, example)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit.save's deprecation notice
+    with _deprecation_notices_silenced():
         write_atomically(path, lambda handle: torch.jit.save(traced, handle))
 
 
 def write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _deprecation_notices_silenced():
         torch.onnx.export(
             module, (example,), buffer, dynamo=False, opset_version=ONNX_OPSET,
             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -46,8 +59,7 @@ def write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> None:
 
 
 def run_torchscript(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
+    with _deprecation_notices_silenced():
         module = torch.jit.load(str(path), map_location="cpu")
 
     def embed(waveform: np.ndarray) -> np.ndarray:

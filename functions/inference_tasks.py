@@ -1,6 +1,7 @@
 """What the scripts that use a trained model do: embed audio files, score trials of audio files, export it."""
 from __future__ import annotations
 
+import argparse
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -8,16 +9,15 @@ import torch
 
 from data_objects.errors import DataError
 from data_objects.voxceleb import read_audio_trials
-from functions.distributed import DistributedContext, broadcast_object, init_distributed, run_in_process_group
+from functions.distributed import DEVICES, DistributedContext, broadcast_object, init_distributed, run_in_process_group
 from functions.evaluation import (
     CohortScoring, normalised_scores, score_trials, verification_result, write_score_file,
 )
 from functions.experiment import cohort_scoring, write_results
 from functions.export import EXPORTERS
-from functions.inference import (
-    AudioInputs, TrainedModel, collect_audio_inputs, count_skipped, embed_audio, load_trained_model, require_some,
-)
+from functions.inference import AudioInputs, collect_audio_inputs, count_skipped, embed_audio, require_some
 from functions.plots import plot_det_curve, plot_score_histograms
+from functions.speaker_model import SHORT_CLIP_ACTIONS, SpeakerModel, from_arguments
 from models.frontends import samples_for_frames
 from models.waveform_embedder import WaveformEmbedder
 from utils.config import ConfigError
@@ -27,12 +27,17 @@ from utils.run_logging import create_logger, get_logger
 EMBEDDINGS_FILE = "embeddings.npz"
 
 
-def _start(args) -> tuple[TrainedModel, DistributedContext]:
-    model = load_trained_model(args)
-    ctx = init_distributed(model.cfg.DEVICE)
-    model.network.to(ctx.device)
+# How many files a message names before it counts the rest.
+NAMED_AT_MOST = 5
+
+
+def _start(args) -> tuple[SpeakerModel, DistributedContext]:
+    """The model on the device of --device (default: this machine's GPU if it has one, wherever the checkpoint
+    was trained)."""
+    check_inference_arguments(args)
+    ctx = init_distributed(args.device)
     create_logger(None, ctx.is_main)
-    return model, ctx
+    return from_arguments(args, ctx.device), ctx
 
 
 def _writable_output(ctx: DistributedContext, folder: str) -> Path:
@@ -47,6 +52,30 @@ def _writable_output(ctx: DistributedContext, folder: str) -> Path:
     if problem:
         raise OutputError(problem)
     return Path(folder)
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser, embeds_files: bool = True) -> None:
+    """The options of the scripts that use a trained model: what completes an older checkpoint, and (for those
+    that embed files) the device, the loader workers and the rule for short clips."""
+    parser.add_argument("--stats", help="folder of the mean.npy and std.npy of a checkpoint that carries none")
+    if not embeds_files:
+        return
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where to run (default auto: this machine's GPU if it has one, else the CPU)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="processes that read and window the audio beside the network (default 0: none)")
+    parser.add_argument("--min_seconds", type=float, metavar="S",
+                        help="clips shorter than this are short (default: one evaluation window, "
+                             "DATASET.PARTIAL_N_FRAMES frames)")
+    parser.add_argument("--short", choices=SHORT_CLIP_ACTIONS, default="skip",
+                        help="skip short clips (default), or embed them with a warning")
+
+
+def check_inference_arguments(args) -> None:
+    if getattr(args, "workers", 0) < 0:
+        raise ConfigError(f"--workers must be at least 0, got {args.workers}")
+    if getattr(args, "min_seconds", None) is not None and args.min_seconds < 0:
+        raise ConfigError(f"--min_seconds must be at least 0, got {args.min_seconds}")
 
 
 # ----- embeddings of files -----
@@ -78,7 +107,7 @@ def _extract(args, inputs: list[str]) -> int:
         _check_npy_names(output, found.keys)
     for key in found.missing:
         logger.info(f"skipped {key}: no such file")
-    result = embed_audio(model, found.paths, ctx, model.cfg.DATASET.NUM_WORKERS)
+    result = embed_audio(model, found.paths, ctx, args.workers)
     reasons = ["missing"] * len(found.missing) + [failure.reason for failure in result.failures]
     require_some(result.embedded, "files", lambda: count_skipped(reasons))
     if ctx.is_main:
@@ -114,26 +143,43 @@ def _audio_path(audio_dir: str | None, path: str) -> Path:
     return Path(path) if audio_dir is None or Path(path).is_absolute() else Path(audio_dir) / path
 
 
-def _score_pair(model: TrainedModel, ctx: DistributedContext, args) -> int:
+def _score_pair(model: SpeakerModel, ctx: DistributedContext, args) -> int:
+    """The cosine score of two files, and under the recipe's score normalisation; each decided at --threshold or
+    at the checkpoint's EER threshold of that score."""
     paths = [_audio_path(args.audio_dir, p) for p in args.pair]
     for given, path in zip(args.pair, paths):
         if not path.is_file():
             raise DataError(f"{given}: no such file")
-    result = embed_audio(model, paths, ctx)
+    cohort = _cohort(model)
+    result = embed_audio(model, paths, ctx, log_skips=False)
     if result.failures:
-        raise DataError(str(result.failures[0]))
-    score = float(score_trials(result.embeddings, [0], [1])[0])
+        raise result.failures[0]
+    raw = score_trials(result.embeddings, [0], [1])
+    scores = {"": raw, **normalised_scores(model.network, raw, result.embeddings, [0], [1], cohort, ctx,
+                                           args.workers)}
     if ctx.is_main:
-        if model.threshold_at_eer is None:
-            print(f"{score:.6f} (the checkpoint carries no EER threshold to decide same or different)")
-        else:
-            decision = "same" if score >= model.threshold_at_eer else "different"
-            print(f"{score:.6f} {decision} (EER threshold {model.threshold_at_eer:.6f} of the checkpoint's last "
-                  "verification)")
+        for name, score in scores.items():
+            print(_pair_line(float(score[0]), name, model, args.threshold))
     return 0
 
 
-def _cohort(model: TrainedModel) -> CohortScoring | None:
+def _pair_line(score: float, name: str, model: SpeakerModel, threshold: float | None) -> str:
+    """'0.731204 same (EER threshold 0.520000 of the checkpoint's last verification)', a normalisation named."""
+    shown = f"{score:.6f}" + (f" ({name})" if name else "")
+    if threshold is not None and not name:
+        return f"{shown} {_decision(score, threshold)} (--threshold {threshold:.6f})"
+    if name in model.thresholds:
+        threshold = model.thresholds[name]
+        return (f"{shown} {_decision(score, threshold)} (EER threshold {threshold:.6f} of the checkpoint's last "
+                "verification)")
+    return f"{shown} (the checkpoint carries no EER threshold to decide same or different)"
+
+
+def _decision(score: float, threshold: float) -> str:
+    return "same" if score >= threshold else "different"
+
+
+def _cohort(model: SpeakerModel) -> CohortScoring | None:
     """The cohort of EVAL.SCORE_NORM: the training speakers of the recipe's DATASET.DATA_DIR."""
     try:
         return cohort_scoring(model.cfg)
@@ -142,12 +188,24 @@ def _cohort(model: TrainedModel) -> CohortScoring | None:
                         f"(DATASET.DATA_DIR, or EVAL.SCORE_NORM none to score without): {error}") from None
 
 
+def check_scoring_arguments(args) -> None:
+    """--pair A B, or --trials LIST with --output OUT; --threshold decides a pair only."""
+    if args.pair:
+        given = [option for option in ("trials", "output") if getattr(args, option)]
+        if given:
+            raise ConfigError(f"--pair scores two files and takes no --{given[0]}; give either --pair A B or "
+                              "--trials LIST --output OUT")
+    elif not args.trials or not args.output:
+        raise ConfigError("give --trials LIST and --output OUT, or --pair A B")
+    elif args.threshold is not None:
+        raise ConfigError("--threshold decides a --pair; a trial list is scored without one (EER and minDCF)")
+
+
 def _score(args) -> int:
+    check_scoring_arguments(args)
     model, ctx = _start(args)
     if args.pair:
         return _score_pair(model, ctx, args)
-    if not args.trials or not args.output:
-        raise ConfigError("give --trials LIST and --output OUT, or --pair A B")
     logger = get_logger()
     trials = read_audio_trials(args.trials)
     output = _writable_output(ctx, args.output)
@@ -162,10 +220,15 @@ def _score(args) -> int:
                 paths.append(path)
     kept = [t for t in trials if t.first in position and t.second in position]
     missing = len(trials) - len(kept)
+    absent = sorted({name for t in trials for name in (t.first, t.second) if name not in position})
+    for name in absent[:NAMED_AT_MOST]:
+        logger.info(f"skipped trials of {name}: no such file")
+    if len(absent) > NAMED_AT_MOST:
+        logger.info(f"... and of {len(absent) - NAMED_AT_MOST} more missing files")
     if not kept:
         raise DataError(f"{args.trials}: none of its {len(trials)} trials has both audio files"
                         + (f" under {args.audio_dir}" if args.audio_dir else "") + "; check --audio_dir")
-    result = embed_audio(model, paths, ctx, model.cfg.DATASET.NUM_WORKERS)
+    result = embed_audio(model, paths, ctx, args.workers)
     usable = [t for t in kept if result.embedded[position[t.first]] and result.embedded[position[t.second]]]
     reasons = ["missing audio"] * missing + ["unreadable audio"] * (len(kept) - len(usable))
     if not usable:
@@ -176,7 +239,7 @@ def _score(args) -> int:
     raw = score_trials(result.embeddings, first, second)
     # The raw cosine scores under no suffix, each normalisation's under its name (as evaluate_verification.py).
     score_sets = {"": raw, **{f"_{name}": scores for name, scores in normalised_scores(
-        model.network, raw, result.embeddings, first, second, cohort, ctx, model.cfg.DATASET.NUM_WORKERS).items()}}
+        model.network, raw, result.embeddings, first, second, cohort, ctx, args.workers).items()}}
     files = int(result.embedded.sum())
     summary = {"trials": len(usable), "skipped_trials": len(reasons), "files": files,
                "checkpoint": str(model.checkpoint)}
@@ -237,11 +300,13 @@ def compare_exported(embedder: WaveformEmbedder, run_exported, lengths: dict[str
 
 
 def run_export(args) -> int:
-    model = load_trained_model(args)
     create_logger(None)
     logger = get_logger()
     output = Path(args.output)
+    if output.is_dir():
+        raise OutputError(f"--output {output} is a folder; name the file to write (e.g. {output / 'model.onnx'})")
     ensure_writable_dir(output.parent)
+    model = from_arguments(args, "cpu")
     write, load = EXPORTERS[args.format]
     window = model.cfg.DATASET.PARTIAL_N_FRAMES
     embedder = model.embedder()

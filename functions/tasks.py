@@ -11,7 +11,7 @@ from functions.distributed import run_in_process_group
 from functions.evaluation import evaluate_identification, evaluate_verification, write_score_file
 from functions.lr_scaling import lr_scale
 from functions.experiment import (
-    IDENTIFICATION_SELECTION, VERIFICATION_SELECTION, Experiment, adam, build_network, checkpoint_file,
+    IDENTIFICATION_SELECTION, VERIFICATION_SELECTION, Experiment, adam, build_network,
     class_count, cohort_scoring, cosine_schedule, count_parameters, entropy_of_rows, genotype_text,
     identification_test_set, identification_train_set, identification_validator, inference_recipe,
     initial_checkpoint_file, model_state, start_experiment, trial_list, verification_train_set,
@@ -19,6 +19,7 @@ from functions.experiment import (
 )
 from functions.plots import plot_architecture_weights, plot_det_curve, plot_score_histograms
 from functions.recipe import check_recipe
+from functions.speaker_model import SpeakerModel
 from functions.run_directory import load_resume_checkpoint
 from functions.trainer import ArchitectureStep, Selection, Trainer
 from models.genotypes import GenotypeError, load_genotype
@@ -276,21 +277,16 @@ def run_evaluation(args, task: str) -> int:
 def _evaluate(args, task: str) -> int:
     exp = start_experiment(args, "logs_eval", log_name="evaluate.log")
     cfg, ctx, logger = exp.cfg, exp.ctx, get_logger()
-    path = checkpoint_file(args.load_path)
-    checkpoint = load_checkpoint(path, map_location="cpu")
-    check_recipe(checkpoint, cfg, str(path))
-    genotype = _genotype_for(cfg, args, checkpoint)
-    state = model_state(checkpoint)
+    num_classes = None
     if task == "identification":
         dataset = identification_test_set(cfg, "test")
         num_classes = class_count(cfg, dataset.num_classes)
     else:
         trials = trial_list(cfg, getattr(args, "trials", None))
         cohort = cohort_scoring(cfg)
-        rows = state.get("classifier.weight")
-        num_classes = cfg.MODEL.NUM_CLASSES or (rows.shape[0] if rows is not None else 0)
-    model = build_network(cfg, ctx, num_classes, genotype)
-    load_state_dict_strict(model, state)
+    loaded = SpeakerModel.from_checkpoint(args.load_path, ctx.device, text_arch=getattr(args, "text_arch", None),
+                                          evaluation_config=cfg, num_classes=num_classes)
+    path, model = loaded.checkpoint, loaded.network
     run = exp.open_run()
     logger.info(f"evaluating {path}")
     if task == "identification":

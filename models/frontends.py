@@ -58,7 +58,10 @@ class ShortTimeFourier(nn.Module):
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         padded = nn.functional.pad(waveform.unsqueeze(1), (self.padding, self.padding), mode="reflect")
-        spectrum = nn.functional.conv1d(padded[:, :, self.offset :], self.basis, stride=self.hop_length)
+        # The frames' windows lie `offset` samples inside both ends of the padding: cut the tail too, or the
+        # convolution finds room for one more frame whenever samples % hop >= hop - offset.
+        spectrum = nn.functional.conv1d(padded[:, :, self.offset : -self.offset], self.basis,
+                                        stride=self.hop_length)
         return spectrum[:, : self.n_bins], spectrum[:, self.n_bins :]
 
 

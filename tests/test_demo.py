@@ -34,3 +34,16 @@ def test_a_failing_step_stops_the_other_lane_and_names_its_log(tmp_path):
 
 def test_lanes_return_their_results_in_order(tmp_path):
     assert run_side_by_side(lambda: (time.sleep(0.5), 1)[1], lambda: 2) == [1, 2]
+
+
+def test_a_step_can_show_what_it_printed_without_its_progress_bars(tmp_path, capsys):
+    lane = Lane("cell", tmp_path / "cell.log", tmp_path / "demo.log")
+    lane.run([sys.executable, "-c", "print('before')"])
+    script = ("import sys; print('0.731204 same'); "
+              "sys.stderr.write('embedding: 50%|#| 1/2 [00:01<00:01, 1.00it/s]\\r'); print('written', file=sys.stderr)")
+    lane.run([sys.executable, "-c", script], show_output=True)
+    out = capsys.readouterr().out
+    assert "[cell] 0.731204 same" in out and "[cell] written" in out
+    shown = [line for line in out.splitlines() if line.startswith("  [cell] ")]
+    assert not any("it/s]" in line for line in shown) and "[cell] before" not in out
+    assert "[cell] 0.731204 same" in (tmp_path / "demo.log").read_text()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import stat
 import sys
 from math import gcd
 from pathlib import Path
@@ -19,21 +21,27 @@ import soundfile
 import torch
 from scipy.signal import resample_poly
 
+from data_objects.audio import compute_features, normalize_volume, spectrogram
 from data_objects.datasets import SpectrogramDataset, UtteranceWindowsDataset, sliding_windows
+from data_objects.errors import AudioError
 from data_objects.voxceleb import feature_name
 from data_objects.wav_datasets import WavWindowsDataset, sliding_sample_windows
+from functions import inference
 from functions.distributed import single_process
 from functions.evaluation import embed_utterances
 from functions.experiment import KNOWN_ERRORS, inference_recipe
 from functions.export import EXPORTERS
-from functions.inference import load_trained_model
+from functions.speaker_model import SpeakerModel
 from functions.inference_tasks import check_lengths, compare_exported
 from models import AUTOSPEECH, build_model
-from models.frontends import build_frontend
+from models.frontends import SpectrogramFrontend, build_frontend
 from models.waveform_embedder import window_frame_indices, window_sample_indices
 from utils.checkpoint import save_checkpoint
 from utils.cli import run_main
 from utils.config import get_default_config
+from utils.files import write_text_atomically
+
+REPO = Path(__file__).resolve().parents[1]
 
 WINDOW = 100
 CELL = {"INIT_CHANNELS": 8, "LAYERS": 3}
@@ -104,8 +112,7 @@ def checkpoint(tiny_corpus, tmp_path_factory) -> Path:
 
 def evaluation_embeddings(checkpoint: Path, corpus: Path, wavs: list[Path]) -> torch.Tensor:
     """Embeddings of the preprocessed features of `wavs`, as evaluate_verification.py computes them."""
-    args = type("Args", (), {"load_path": str(checkpoint), "cfg": None, "opts": [], "text_arch": None})()
-    model = load_trained_model(args)
+    model = SpeakerModel.from_checkpoint(checkpoint, "cpu")
     features = []
     for wav in wavs:
         speaker, npy = feature_name(wav.relative_to(corpus / "test" / "wav").as_posix())
@@ -119,27 +126,81 @@ def cosine(a, b) -> float:
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
-def test_extracted_embeddings_equal_the_evaluation_path(checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
-    folder = corpus_wav(tiny_corpus).parents[1]  # one speaker's folder
-    _, err = ok("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path), str(folder),
-                capsys=capsys, monkeypatch=monkeypatch)
-    stored = np.load(tmp_path / "embeddings.npz")
+# Frame counts (1 + samples // 160) around window boundaries of a 100-frame window with a 50-frame hop, where one
+# frame more or less changes the windows: 100 (tiled below 101), 149 and 199 (a window starts at 150 and 200).
+BOUNDARY_FRAMES = (100, 149, 199)
+# Residues of samples mod 160 on either side of 104, from which on the STFT once found room for one more frame.
+RESIDUES = (0, 103, 104, 159)
+
+
+def boundary_crops(corpus: Path, folder: Path) -> list[Path]:
+    """Crops of a corpus utterance whose lengths hit every residue that matters at every boundary."""
+    samples, rate = soundfile.read(corpus_wav(corpus, 2), dtype="float32")
+    folder.mkdir()
+    crops = []
+    for frames in BOUNDARY_FRAMES:
+        for residue in RESIDUES:
+            length = (frames - 1) * 160 + residue
+            assert length <= samples.size
+            crops.append(folder / f"{frames}_{residue}.wav")
+            soundfile.write(crops[-1], samples[:length], rate, subtype="FLOAT")
+    return crops
+
+
+def preprocessed_embeddings(checkpoint: Path, corpus: Path, wavs: list[Path], folder: Path) -> torch.Tensor:
+    """Embeddings of `wavs` through data_preprocess.py's feature (compute_features) and evaluation's windows."""
+    folder.mkdir()
+    features = []
+    for index, wav in enumerate(wavs):
+        features.append(folder / f"{index}.npy")
+        np.save(features[-1], compute_features(wav))
+    dataset = UtteranceWindowsDataset.from_paths(corpus, features, WINDOW)
+    return embed_utterances(SpeakerModel.from_checkpoint(checkpoint, "cpu").network, dataset, single_process())[0]
+
+
+def test_extracted_embeddings_equal_the_evaluation_path_on_every_length(checkpoint, tiny_corpus, tmp_path, capsys,
+                                                                         monkeypatch):
+    folder = tiny_corpus / "test" / "wav"
+    crops = boundary_crops(tiny_corpus, tmp_path / "crops")
+    _, err = ok("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path / "out"),
+                str(folder), *map(str, crops), capsys=capsys, monkeypatch=monkeypatch)
+    stored = np.load(tmp_path / "out" / "embeddings.npz")
     wavs = sorted(folder.rglob("*.wav"))
-    assert sorted(stored.files) == sorted(wav.relative_to(folder).as_posix() for wav in wavs)
+    assert sorted(stored.files) == sorted([wav.relative_to(folder).as_posix() for wav in wavs] + list(map(str, crops)))
     extracted = np.stack([stored[wav.relative_to(folder).as_posix()] for wav in wavs])
     reference = evaluation_embeddings(checkpoint, tiny_corpus, wavs).numpy()
     spread = np.abs(reference - reference.mean(axis=0)).mean()
     np.testing.assert_allclose(extracted, reference, rtol=0, atol=1e-4 * spread)
-    assert f"{len(wavs)} embeddings of size {reference.shape[1]}" in err
+    cropped = np.stack([stored[str(crop)] for crop in crops])
+    expected = preprocessed_embeddings(checkpoint, tiny_corpus, crops, tmp_path / "features").numpy()
+    for crop, got, want in zip(crops, cropped, expected):
+        # Features written and read back as float32 round the last bits differently from those computed in torch.
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * spread, err_msg=crop.name)
+    assert f"{len(wavs) + len(crops)} embeddings of size {reference.shape[1]}" in err
 
 
-def test_a_44_khz_stereo_copy_embeds_as_the_16_khz_file(checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
+def test_the_torch_front_end_has_the_frames_of_the_numpy_features_on_every_residue():
+    frontend = SpectrogramFrontend(np.zeros(257, dtype=np.float32), np.ones(257, dtype=np.float32))
+    waveform = 0.1 * torch.randn(1, 257 + 2 * 160, generator=torch.Generator().manual_seed(0))
+    for length in range(257, waveform.shape[1]):  # every residue mod 160, twice
+        samples = waveform[:, :length]
+        with torch.no_grad():
+            features = frontend(samples)[0].numpy()
+        expected = spectrogram(normalize_volume(samples[0].numpy()))
+        assert features.shape == expected.shape == (1 + length // 160, 257), length
+        np.testing.assert_allclose(features, expected, rtol=0, atol=2e-3 * np.abs(expected).max(), err_msg=length)
+
+
+def test_a_44_khz_stereo_copy_embeds_as_the_16_khz_file_its_channels_averaged(checkpoint, tiny_corpus, tmp_path,
+                                                                               capsys, monkeypatch):
     wav, other = corpus_wav(tiny_corpus, 0), corpus_wav(tiny_corpus, 9)
     samples, rate = soundfile.read(wav, dtype="float32")
     common = gcd(44_100, rate)
     upsampled = resample_poly(samples, 44_100 // common, rate // common).astype(np.float32)
-    # The first channel is the one embedded: a second, unrelated channel must change nothing.
-    stereo = np.stack([upsampled, np.random.default_rng(0).normal(0, 0.3, upsampled.size)], axis=1)
+    # Channels are averaged, as preprocessing averages them: noise added to one channel and taken from the other
+    # cancels (the first channel alone would carry it).
+    noise = np.random.default_rng(0).normal(0, 0.3, upsampled.size).astype(np.float32)
+    stereo = np.stack([upsampled + noise, upsampled - noise], axis=1)
     soundfile.write(tmp_path / "copy.wav", stereo, 44_100, subtype="FLOAT")
     listing = tmp_path / "inputs.txt"
     listing.write_text(f"{wav}\n{tmp_path / 'copy.wav'}\n{other}\n")
@@ -211,8 +272,8 @@ def test_fbank_model_embeds_files_as_its_evaluation_does(tiny_corpus, tmp_path, 
     ok("extract_embeddings.py", "--load_path", str(path), "--output", str(tmp_path), *map(str, wavs),
        capsys=capsys, monkeypatch=monkeypatch)
     stored = np.load(tmp_path / "embeddings.npz")
-    args = type("Args", (), {"load_path": str(path), "cfg": None, "opts": [], "text_arch": None})()
-    reference = embed_utterances(load_trained_model(args).network, evaluation, single_process())[0].numpy()
+    reference = embed_utterances(SpeakerModel.from_checkpoint(path, "cpu").network, evaluation,
+                                 single_process())[0].numpy()
     spread = np.abs(reference - reference.mean(axis=0)).mean()
     np.testing.assert_allclose(np.stack([stored[str(w)] for w in wavs]), reference, rtol=0, atol=1e-4 * spread)
 
@@ -222,8 +283,7 @@ def test_exported_module_equals_eager_on_three_lengths(fmt, checkpoint, tiny_cor
     output = tmp_path / f"model.{fmt}"
     ok("export.py", "--load_path", str(checkpoint), "--format", fmt, "--output", str(output),
        capsys=capsys, monkeypatch=monkeypatch)
-    args = type("Args", (), {"load_path": str(checkpoint), "cfg": None, "opts": [], "text_arch": None})()
-    model = load_trained_model(args)
+    model = SpeakerModel.from_checkpoint(checkpoint, "cpu")
     embedder = model.embedder()
     report = compare_exported(embedder, EXPORTERS[fmt][1](output), check_lengths(WINDOW), seed=5)
     for name, row in report.items():
@@ -231,8 +291,7 @@ def test_exported_module_equals_eager_on_three_lengths(fmt, checkpoint, tiny_cor
 
 
 def test_the_eager_waveform_module_embeds_as_evaluation_does(checkpoint, tiny_corpus):
-    args = type("Args", (), {"load_path": str(checkpoint), "cfg": None, "opts": [], "text_arch": None})()
-    model = load_trained_model(args)
+    model = SpeakerModel.from_checkpoint(checkpoint, "cpu")
     embedder = model.embedder()
     wav = corpus_wav(tiny_corpus, 3)
     with torch.no_grad():
@@ -335,3 +394,190 @@ def test_unwritable_output_and_search_checkpoints_are_refused(checkpoint, tiny_c
     line = error_line("score_trials.py", "--load_path", str(search), "--pair", "a.wav", "b.wav",
                       capsys=capsys, monkeypatch=monkeypatch)
     assert "search network" in line and "derive its genotype" in line
+
+
+# ----- silence, short clips, devices, file modes -----
+def test_silent_and_short_clips_follow_one_rule(checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    samples, rate = soundfile.read(corpus_wav(tiny_corpus), dtype="float32")
+    soundfile.write(folder / "good.wav", samples, rate)
+    soundfile.write(folder / "clip.wav", samples[: rate // 10], rate)  # 0.1 s
+    for name in ("silence_a.wav", "silence_b.wav"):
+        soundfile.write(folder / name, np.zeros(3 * rate, dtype=np.float32), rate)
+    _, err = ok("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path / "out"),
+                str(folder), capsys=capsys, monkeypatch=monkeypatch)
+    assert "3 skipped: 2 silent, 1 too short" in err
+    assert f"skipped {folder / 'silence_a.wav'}: audio is entirely silent" in err
+    assert f"skipped {folder / 'clip.wav'}: too short (0.10 s, less than the minimum of 0.99 s)" in err
+    assert np.load(tmp_path / "out" / "embeddings.npz").files == ["good.wav"]
+    # --short warn embeds a short clip and says so; --min_seconds moves the minimum.
+    _, err = ok("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path / "warned"),
+                "--short", "warn", str(folder / "clip.wav"), capsys=capsys, monkeypatch=monkeypatch)
+    assert "clip.wav: embedded although short (0.10 s, less than 0.99 s)" in err
+    _, err = ok("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path / "lower"),
+                "--min_seconds", "0.05", str(folder / "clip.wav"), capsys=capsys, monkeypatch=monkeypatch)
+    assert "embedded although short" not in err
+    assert np.load(tmp_path / "lower" / "embeddings.npz").files == [str(folder / "clip.wav")]
+    # Two silent files are not "the same speaker": the pair is refused, with its reason said once.
+    code, out, err = run("score_trials.py", "--load_path", str(checkpoint), "--pair", str(folder / "silence_a.wav"),
+                         str(folder / "silence_b.wav"), capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 2 and not out and err.count("entirely silent") == 1, err
+    # Below 257 samples the STFT's reflection padding has too little to reflect: refused in one line.
+    model = SpeakerModel.from_checkpoint(checkpoint, "cpu", short="warn")
+    with pytest.raises(AudioError, match="too short for an STFT"):
+        model.embed(samples[:256])
+    assert model.embed(samples[:257]).shape == (128,)
+
+
+def _trained_on_a_gpu(checkpoint: Path, tmp_path: Path) -> Path:
+    """The checkpoint as a GPU machine writes it: DEVICE cuda and 4 loader workers in its config."""
+    state = torch.load(checkpoint, weights_only=False)
+    cfg = get_default_config()
+    cfg.merge_from_other_cfg(cfg.load_cfg(state["config"]))
+    cfg.DEVICE, cfg.DATASET.NUM_WORKERS = "cuda", 4
+    state["config"] = cfg.dump()
+    save_checkpoint(state, tmp_path / "gpu.pth")
+    return tmp_path / "gpu.pth"
+
+
+def test_a_checkpoint_trained_on_a_gpu_runs_on_this_machine(checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
+    gpu = _trained_on_a_gpu(checkpoint, tmp_path)
+    workers = []
+    embed = inference.embed_utterances
+    monkeypatch.setattr(inference, "embed_utterances", lambda *a, **k: workers.append(a[3]) or embed(*a, **k))
+    wav = str(corpus_wav(tiny_corpus))
+    ok("extract_embeddings.py", "--load_path", str(gpu), "--output", str(tmp_path / "auto"), wav,
+       capsys=capsys, monkeypatch=monkeypatch)
+    ok("extract_embeddings.py", "--load_path", str(gpu), "--output", str(tmp_path / "cpu"), "--device", "cpu", wav,
+       capsys=capsys, monkeypatch=monkeypatch)
+    # The loader workers are the command's (--workers, default 0), not those of the machine it was trained on.
+    assert workers == [0, 0]
+    reference = np.load(tmp_path / "cpu" / "embeddings.npz")[wav]
+    np.testing.assert_allclose(np.load(tmp_path / "auto" / "embeddings.npz")[wav], reference, atol=1e-4)
+    if not torch.cuda.is_available():
+        line = error_line("extract_embeddings.py", "--load_path", str(gpu), "--output", str(tmp_path / "cuda"),
+                          "--device", "cuda", wav, capsys=capsys, monkeypatch=monkeypatch)
+        assert line == "error: DEVICE is 'cuda' but no CUDA device is available"
+
+
+def test_outputs_get_the_mode_of_a_plain_open_under_the_umask(checkpoint, tiny_corpus, tmp_path, capsys,
+                                                              monkeypatch):
+    previous = os.umask(0o022)
+    try:
+        ok("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path / "out"),
+           str(corpus_wav(tiny_corpus)), capsys=capsys, monkeypatch=monkeypatch)
+        ok("export.py", "--load_path", str(checkpoint), "--format", "torchscript", "--output",
+           str(tmp_path / "model.pt"), capsys=capsys, monkeypatch=monkeypatch)
+        save_checkpoint({"epoch": 1}, tmp_path / "checkpoint.pth")
+        os.umask(0o027)
+        write_text_atomically(tmp_path / "group.txt", "shared with the group only\n")
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "out" / "embeddings.npz", tmp_path / "model.pt", tmp_path / "checkpoint.pth"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+    assert stat.S_IMODE((tmp_path / "group.txt").stat().st_mode) == 0o640
+
+
+# ----- score_trials.py and export.py: their options -----
+def test_pair_options_are_checked_and_decided_at_a_given_threshold(checkpoint, tiny_corpus, tmp_path, capsys,
+                                                                   monkeypatch):
+    a, b = str(corpus_wav(tiny_corpus, 0)), str(corpus_wav(tiny_corpus, 1))
+    base = ["--load_path", str(checkpoint)]
+    line = error_line("score_trials.py", *base, "--pair", a, b, "--output", str(tmp_path),
+                      capsys=capsys, monkeypatch=monkeypatch)
+    assert line == ("error: --pair scores two files and takes no --output; give either --pair A B or --trials LIST "
+                    "--output OUT")
+    line = error_line("score_trials.py", *base, "--pair", a, b, "--trials", "t.txt",
+                      capsys=capsys, monkeypatch=monkeypatch)
+    assert "takes no --trials" in line
+    out, _ = ok("score_trials.py", *base, "--pair", a, b, "--threshold", "-1", capsys=capsys, monkeypatch=monkeypatch)
+    assert out.split()[1:3] == ["same", "(--threshold"]
+    out, _ = ok("score_trials.py", *base, "--pair", a, b, "--threshold", "1.01", capsys=capsys, monkeypatch=monkeypatch)
+    assert out.split()[1] == "different"
+    # With AS-norm in the recipe, the pair is also scored by it (the cohort: the checkpoint's training speakers).
+    out, _ = ok("score_trials.py", *base, "--pair", a, b, "EVAL.SCORE_NORM", "asnorm", "EVAL.COHORT_SIZE", "3",
+                capsys=capsys, monkeypatch=monkeypatch)
+    raw, normalised = out.splitlines()
+    assert normalised.split()[1] == "(asnorm)" and "carries no EER threshold" in normalised
+    assert float(raw.split()[0]) == pytest.approx(SpeakerModel.from_checkpoint(checkpoint, "cpu").score(a, b), abs=1e-6)
+
+
+def test_skipped_trials_name_their_missing_files(checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
+    wav = corpus_wav(tiny_corpus).relative_to(tiny_corpus / "test" / "wav")
+    other = corpus_wav(tiny_corpus, 5).relative_to(tiny_corpus / "test" / "wav")
+    trials = tmp_path / "trials.txt"
+    lost = [f"lost/{index}.wav" for index in range(7)]
+    trials.write_text(f"1 {wav} {wav}\n0 {wav} {other}\n" + "".join(f"0 {wav} {name}\n" for name in lost))
+    _, err = ok("score_trials.py", "--load_path", str(checkpoint), "--trials", str(trials), "--audio_dir",
+                str(tiny_corpus / "test" / "wav"), "--output", str(tmp_path / "out"), capsys=capsys,
+                monkeypatch=monkeypatch)
+    for name in lost[:5]:
+        assert f"skipped trials of {name}: no such file" in err
+    assert "lost/5.wav" not in err and "... and of 2 more missing files" in err
+    assert "2 trials over 2 files (7 skipped: 7 missing audio)" in err
+    trials.write_text("1 a.wav b.wav\nb.wav c.wav\n")
+    line = error_line("score_trials.py", "--load_path", str(checkpoint), "--trials", str(trials), "--output",
+                      str(tmp_path / "out"), capsys=capsys, monkeypatch=monkeypatch)
+    assert line.endswith("malformed line, expected '<1|0> <audio path> <audio path>' as the first trial, got "
+                         "'b.wav c.wav'")
+
+
+def test_formats_other_than_wav_and_flac_are_refused_by_name(checkpoint, tiny_corpus, tmp_path, capsys,
+                                                             monkeypatch):
+    wav = corpus_wav(tiny_corpus)
+    (tmp_path / "a.mp3").write_bytes(wav.read_bytes())  # libsndfile would decode it by its content
+    _, err = ok("extract_embeddings.py", "--load_path", str(checkpoint), "--output", str(tmp_path / "out"),
+                str(wav), str(tmp_path / "a.mp3"), capsys=capsys, monkeypatch=monkeypatch)
+    assert f"skipped {tmp_path / 'a.mp3'}: unsupported audio format '.mp3' (supported: .wav, .flac" in err
+    assert "(1 skipped: 1 unsupported format)" in err
+
+
+def test_export_refuses_a_folder_before_tracing(checkpoint, tmp_path, capsys, monkeypatch):
+    traced = []
+    monkeypatch.setitem(EXPORTERS, "onnx", (lambda *args: traced.append(args), EXPORTERS["onnx"][1]))
+    line = error_line("export.py", "--load_path", str(checkpoint), "--format", "onnx", "--output", str(tmp_path),
+                      capsys=capsys, monkeypatch=monkeypatch)
+    assert line == f"error: --output {tmp_path} is a folder; name the file to write (e.g. {tmp_path / 'model.onnx'})"
+    assert not traced
+
+
+def test_a_padded_batch_changes_the_embeddings_so_files_go_one_length_at_a_time(checkpoint, tiny_corpus):
+    embedder = SpeakerModel.from_checkpoint(checkpoint, "cpu").embedder()
+    short = torch.from_numpy(soundfile.read(corpus_wav(tiny_corpus, 0), dtype="float32")[0])
+    long = torch.from_numpy(soundfile.read(corpus_wav(tiny_corpus, 1), dtype="float32")[0])
+    short, long = (short, long) if short.numel() < long.numel() else (long, short)
+    padded = torch.zeros(2, long.numel())
+    padded[0, : short.numel()], padded[1] = short, long
+    with torch.no_grad():
+        alone, in_batch, long_alone = embedder(short[None])[0], embedder(padded), embedder(long[None])[0]
+    assert cosine(in_batch[1], long_alone) >= 0.99999
+    assert cosine(in_batch[0], alone) < 0.999
+
+
+# ----- the Python API -----
+def python_example(page: Path) -> str:
+    """The Python block of docs/using_a_model.md that follows '<!-- example run by the tests -->'."""
+    text = page.read_text(encoding="utf-8")
+    return text.split("<!-- example run by the tests -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_python_example_runs(checkpoint, tiny_corpus, tmp_path, capsys, monkeypatch):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint_best.pth").write_bytes(checkpoint.read_bytes())
+    for name, index in (("a.wav", 0), ("b.wav", 1), ("c.wav", 12)):
+        (tmp_path / name).write_bytes(corpus_wav(tiny_corpus, index).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(python_example(REPO / "docs" / "using_a_model.md"), namespace)
+    model = namespace["model"]
+    a, c = namespace["a"], namespace["c"]
+    reference = evaluation_embeddings(checkpoint, tiny_corpus, [corpus_wav(tiny_corpus, i) for i in (0, 12)])
+    assert cosine(a, reference[0]) >= 0.99999 and cosine(c, reference[1]) >= 0.99999
+    assert namespace["score"] == pytest.approx(cosine(reference[0], reference[1]), abs=1e-5)
+    assert namespace["same"] == (namespace["score"] >= 0.25)
+    assert namespace["batch"].shape == (3, 128)
+    samples, rate = soundfile.read(corpus_wav(tiny_corpus, 0), dtype="float32")
+    common = gcd(22_050, rate)
+    resampled = resample_poly(samples, 22_050 // common, rate // common).astype(np.float32)
+    assert cosine(model.embed(resampled, sample_rate=22_050), a) >= 0.999

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Callable, IO
 
 _TEMPORARY_SUFFIX = ".tmp"
+# The mode open() asks for; the umask takes its bits away.
+_PLAIN_FILE_MODE = 0o666
 
 
 class OutputError(OSError):
@@ -18,6 +20,9 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]
     path = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMPORARY_SUFFIX, dir=path.parent)
     try:
+        # mkstemp creates the file 0600; others (a serving account, a colleague) read it as they would a file
+        # written by open().
+        os.fchmod(fd, _PLAIN_FILE_MODE & ~_current_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -29,6 +34,13 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]
         if isinstance(error, OSError):
             raise OutputError(f"could not write {path}: {error.strerror or error}") from None
         raise
+
+
+def _current_umask() -> int:
+    """The process's umask (reading it means setting it: put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
