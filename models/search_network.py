@@ -247,7 +247,10 @@ def _first_edge(node: int) -> int:
 def _cap_skip_connections(
     gene: list[tuple[str, int]], weights: list[list[float]], edge_ops: Sequence[Sequence[str]], cap: int
 ) -> list[tuple[str, int]]:
-    """Keep at most `cap` skip connections (P-DARTS): the weakest others take their edge's best other operation."""
+    """Keep at most `cap` skip connections: the weakest others take their edge's best other operation.
+
+    A simplified form of P-DARTS' rule: that one drops the weakest skip connections and ranks the node's inputs
+    again, so the node may take another input; this one keeps the edge and swaps its operation."""
     skips = []
     for position, (op, input_index) in enumerate(gene):
         if op == "skip_connect":
