@@ -123,7 +123,8 @@ def edge_label(edge: int) -> str:
 
 
 def plot_study(panels: dict[str, dict[str, list[float]]], path: Path, title: str) -> None:
-    """One panel per metric: each origin's cells as points, with their mean and ± one standard deviation."""
+    """One panel per metric: each origin's cells as points, with their mean and ± one standard deviation (the
+    mean alone for an origin of one cell)."""
     figure = new_figure(figsize=(4.5 * len(panels), 4))
     all_axes = figure.subplots(1, len(panels), squeeze=False)
     for axes, (metric, by_origin) in zip(all_axes[0], panels.items()):
@@ -131,9 +132,9 @@ def plot_study(panels: dict[str, dict[str, list[float]]], path: Path, title: str
             # A fixed, small horizontal spread so that equal values stay visible.
             offsets = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
             axes.plot(position + offsets, values, "o", alpha=0.7, label=f"{origin} ({len(values)})")
-            mean = float(np.mean(values))
-            spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-            axes.errorbar(position + 0.3, mean, yerr=spread, fmt="_", markersize=14, capsize=4, color="black")
+            spread = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            axes.errorbar(position + 0.3, float(np.mean(values)), yerr=spread, fmt="_", markersize=14, capsize=4,
+                          color="black")
         axes.set_xticks(range(len(by_origin)), list(by_origin))
         axes.set_xlim(-0.5, len(by_origin) - 0.3)
         axes.set_ylabel(metric)

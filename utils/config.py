@@ -168,6 +168,9 @@ _STUDY.OUTPUT_DIR = "study"
 # KEY VALUE overrides given to every search / every training of the study.
 _STUDY.SEARCH_OPTS = []
 _STUDY.TRAIN_OPTS = []
+# Every cell is trained once per seed (the training's SEED), the same seeds for every cell, to measure the
+# spread between seeds of one cell against the spread between cells.
+_STUDY.TRAIN_SEEDS = [0]
 
 
 class ConfigError(ValueError):
