@@ -27,7 +27,7 @@ KNOWN = SearchSpace("known", normal=((USELESS, "skip_connect", "avg_pool_3x3"),)
 
 
 class NoiseOfInputShape(nn.Module):
-    """Gaussian noise of the output's shape at the input's scale: carries nothing about the input."""
+    """Gaussian noise of the output's shape at four times the input's scale: carries nothing about the input."""
 
     def __init__(self, stride: int) -> None:
         super().__init__()
