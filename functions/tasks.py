@@ -230,8 +230,9 @@ def _search(args) -> int:
         arch_batch = cfg.TRAIN.ARCH_BATCH_SIZE or cfg.TRAIN.BATCH_SIZE
         logger.info(f"architecture steps from epoch {warmup} on, on batches of {arch_batch} with "
                     f"{cfg.TRAIN.ARCH_SAMPLES} Gumbel sample(s) each")
-    # softmax(alpha) before the first step and at the start of the current epoch, for the diagnostics; a resumed
+    # The alphas before the first step and at the start of the current epoch, for the diagnostics; a resumed
     # search takes them from its checkpoint.
+
     def current() -> dict:
         return dict(zip(CELLS, (alphas.detach().cpu().clone() for alphas in model.arch_parameters())))
 

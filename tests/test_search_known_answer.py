@@ -45,7 +45,8 @@ def test_the_search_gives_a_useless_operation_the_lowest_weight_on_most_edges(ti
     opts = ["DATASET.DATA_DIR", str(tiny_corpus), "OUTPUT_DIR", str(tmp_path), "MODEL.SEARCH_SPACE", KNOWN.name,
             "DATASET.PARTIAL_N_FRAMES", "50", "MODEL.INIT_CHANNELS", "4", "MODEL.LAYERS", "3",
             "TRAIN.BATCH_SIZE", "4", "TRAIN.END_EPOCH", "3", "VAL_FREQ", "100",
-            "TRAIN.ARCH_LR", "0.01", "TRAIN.DROPPATH_PROB", "0.0", "MODEL.SINGLE_PATH", "True", "TRAIN.ARCH_SAMPLES", "4"]
+            "TRAIN.ARCH_LR", "0.01", "TRAIN.DROPPATH_PROB", "0.0", "MODEL.SINGLE_PATH", "True",
+            "TRAIN.ARCH_SAMPLES", "4"]
     run_search(Namespace(cfg="exps/demo/search.yaml", opts=opts, load_path=None))
     state = load_checkpoint(only_run(tmp_path / "logs_search") / "Model" / "checkpoint_last.pth")["state_dict"]
     alphas = torch.cat([state["alphas_normal"], state["alphas_reduce"]])

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from functions.study import load_study, run_study
-from models.genotypes import AUTOSPEECH, genotype_to_text
+from models.genotypes import genotype_to_text
 from models.random_cells import random_genotype
 from tests.conftest import PYTHON, REPO, run_script
 from tests.test_scripts import one_error_line
@@ -172,7 +172,8 @@ def test_a_killed_study_skips_finished_members_and_continues_the_interrupted_one
     (["TRAIN_SEEDS", "[]"], "TRAIN_SEEDS must name each training seed once, got []"),
     (["TRAIN_SEEDS", "[1, 1]"], "TRAIN_SEEDS must name each training seed once, got [1, 1]"),
     (["TRAIN_SEEDS", "[-1]"], "TRAIN_SEEDS: each seed must be an integer in [0, 4294967295], got -1"),
-    (["SEARCH_OPTS", "['TRAIN.ARCH_WARMUP_EPOCHS', '2']"], "TRAIN.ARCH_WARMUP_EPOCHS must be below TRAIN.END_EPOCH (2), got 2"),
+    (["SEARCH_OPTS", "['TRAIN.ARCH_WARMUP_EPOCHS', '2']"],
+     "TRAIN.ARCH_WARMUP_EPOCHS must be below TRAIN.END_EPOCH (2), got 2"),
     (["SEARCH_OPTS", "['TRAIN.ARCH_WARMUP_EPOCHS', '-1']"], "TRAIN.ARCH_WARMUP_EPOCHS must be at least 0, got -1"),
     (["SEARCH_OPTS", "['TRAIN.ARCH_SAMPLES', '0']"], "TRAIN.ARCH_SAMPLES must be at least 1, got 0"),
 ])
