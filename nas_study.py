@@ -10,7 +10,7 @@ def main() -> int:
     parser.add_argument("--members", help="run only these members, comma-separated (e.g. searched_0,random_1); "
                                           "the report covers every member found in the study folder")
     parser.add_argument("--report_only", action="store_true",
-                        help="write study.md, study.json and study.png from the members on disk; run nothing")
+                        help="write study.md, study.json and the pictures from the members on disk; run nothing")
     return run_study(parser.parse_args())
 
 

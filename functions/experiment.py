@@ -273,7 +273,8 @@ def write_results(path: Path, results: dict) -> None:
 
 
 def entropy_of_rows(weights: torch.Tensor) -> float:
-    """Mean entropy (nats) of the rows of a matrix of probabilities."""
+    """Mean entropy of the rows of a matrix of probabilities, divided by log(columns): 1 for uniform rows, 0 for
+    one-hot ones. Near uniform rows it falls with the square of their change (functions/search_diagnostics.py)."""
     logs = torch.log(weights.clamp_min(1e-12))
     return float(-(weights * logs).sum(dim=1).mean()) / math.log(weights.size(1))
 

@@ -6,6 +6,8 @@ optimisers of the search are: Adam's update is normalised by the gradient's scal
 shrinks the noise of the update by sqrt(k), and the square-root rule keeps the update's noise per unit of
 training data the same (Malladi et al., NeurIPS 2022, "On the SDEs and scaling rules for adaptive gradient
 algorithms"); 'linear' is the rule for SGD, kept for comparison; 'none' keeps the configured rates (the paper).
+Only the learning rates are scaled: the rule as Malladi et al. state it also takes 1 - beta1, 1 - beta2 (times k)
+and epsilon (divided by sqrt(k)) along, and those stay as configured here.
 """
 from __future__ import annotations
 

@@ -123,7 +123,8 @@ def edge_label(edge: int) -> str:
 
 
 def plot_study(panels: dict[str, dict[str, list[float]]], path: Path, title: str) -> None:
-    """One panel per metric: each origin's cells as points, with their mean and ± one standard deviation."""
+    """One panel per metric: each origin's cells as points, with their mean and ± one standard deviation (the
+    mean alone for an origin of one cell)."""
     figure = new_figure(figsize=(4.5 * len(panels), 4))
     all_axes = figure.subplots(1, len(panels), squeeze=False)
     for axes, (metric, by_origin) in zip(all_axes[0], panels.items()):
@@ -131,12 +132,53 @@ def plot_study(panels: dict[str, dict[str, list[float]]], path: Path, title: str
             # A fixed, small horizontal spread so that equal values stay visible.
             offsets = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
             axes.plot(position + offsets, values, "o", alpha=0.7, label=f"{origin} ({len(values)})")
-            mean = float(np.mean(values))
-            spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-            axes.errorbar(position + 0.3, mean, yerr=spread, fmt="_", markersize=14, capsize=4, color="black")
+            spread = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            axes.errorbar(position + 0.3, float(np.mean(values)), yerr=spread, fmt="_", markersize=14, capsize=4,
+                          color="black")
         axes.set_xticks(range(len(by_origin)), list(by_origin))
         axes.set_xlim(-0.5, len(by_origin) - 0.3)
         axes.set_ylabel(metric)
         axes.grid(True, axis="y", linewidth=0.4)
     figure.suptitle(f"{title}; bars: mean ± standard deviation")
+    save_figure(figure, path)
+
+
+_DIAGNOSTIC_PANELS = (("arch_spread", "mean over edges of max - min softmax(alpha)"),
+                      ("arch_move", "max |change of alpha| / (steps x lr)"),
+                      ("arch_changed", "edges whose best operation changed"))
+
+
+def plot_search_diagnostics(searches: dict[str, list[dict]] | list[dict], path: Path, title: str,
+                            agreement: list[dict] | None = None) -> None:
+    """Per epoch, for each search (its `architecture.jsonl` rows) and both cells: the spread of the weights, how
+    far they moved against steps x lr, the edges that changed their best operation; with `agreement` (rows of
+    epoch, edges, operations) a panel of the searches' agreement."""
+    if isinstance(searches, list):
+        searches = {"": searches}
+    panels = len(_DIAGNOSTIC_PANELS) + (agreement is not None)
+    figure = new_figure(figsize=(4.2 * panels, 3.6))
+    all_axes = figure.subplots(1, panels, squeeze=False)[0]
+    for axes, (key, label) in zip(all_axes, _DIAGNOSTIC_PANELS):
+        for name, rows in searches.items():
+            for cell, style in (("normal", "-o"), ("reduce", "--s")):
+                points = [(row["epoch"], row[f"{key}_{cell}"]) for row in rows if f"{key}_{cell}" in row]
+                if points:
+                    epochs, values = zip(*points)
+                    axes.plot(epochs, values, style, markersize=3, label=f"{name} {cell}".strip())
+        axes.set_title(label, fontsize=8)
+        axes.set_xlabel("epoch")
+        axes.grid(True, linewidth=0.4)
+    if agreement is not None:
+        axes = all_axes[-1]
+        for key in ("edges", "operations"):
+            axes.plot([row["epoch"] for row in agreement], [row[key] for row in agreement], "-o", markersize=3,
+                      label=key)
+        axes.set_ylim(0, 1.05)
+        axes.set_title("agreement across search seeds", fontsize=8)
+        axes.set_xlabel("epoch")
+        axes.grid(True, linewidth=0.4)
+    for axes in all_axes:
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=6)
+    figure.suptitle(title)
     save_figure(figure, path)

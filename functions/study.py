@@ -1,19 +1,20 @@
 """Does the search pay off? K searched cells, K random cells of the same space and the paper's cell, each trained
-from scratch with the same config and evaluated alike (nas_study.py).
+from scratch with the same config and the same training seeds, and evaluated alike (nas_study.py).
 
-Every member is a cell; its stages (the search, for a searched cell; one training per task) run the entry
-scripts as subprocesses, one after the other, each with its own OUTPUT_DIR under `<study>/<member>/<stage>/`.
+Every member is a cell; its stages (the search, for a searched cell; one training per task and seed) run the
+entry scripts as subprocesses, one after the other, each with its own OUTPUT_DIR under `<study>/<member>/<stage>/`.
 The state of the study is on disk: a stage whose run folder holds `results.json` is done and skipped, one with a
 checkpoint continues with the scripts' exact resume (`--load_path`), so rerunning the study command resumes it;
-a stage that fails is recorded as failed and the study goes on with the next member. Each member's record is
+a stage that fails is recorded as failed and the study goes on with the next one. Each member's record is
 its own file (`<member>/member.json`), so members may also run in separate processes or on separate machines
-(`--members`) sharing the study folder; study.md, study.json and study.png gather whatever is on disk.
+(`--members`) sharing the study folder; after its search, a searched member also records its supernet's estimate
+of every random cell (`<member>/ranking.json`, functions/supernet_ranking.py). study.md, study.json and the
+pictures gather whatever is on disk (functions/study_report.py).
 """
 from __future__ import annotations
 
 import ctypes
 import json
-import math
 import shutil
 import signal
 import subprocess
@@ -25,8 +26,10 @@ from pathlib import Path
 
 from yacs.config import CfgNode
 
-from functions.experiment import load_config
-from functions.plots import plot_study
+from functions import study_report
+from functions.experiment import KNOWN_ERRORS, load_config
+from functions.study_report import METRIC_NAMES
+from functions.supernet_ranking import supernet_estimates
 from models.genotypes import AUTOSPEECH, genotype_to_text
 from models.random_cells import random_genotype
 from models.search_spaces import SEARCH_SPACES
@@ -41,7 +44,6 @@ TASK_SCRIPTS = {
     "identification": ("train_identification.py", "logs_scratch"),
     "verification": ("train_verification.py", "logs_scratch"),
 }
-ORIGINS = ("searched", "random", "paper")
 MEMBER_FILE = "member.json"
 
 
@@ -90,6 +92,12 @@ def _script_config(path: str, data_dir: str, opts: list[str], expected_model: st
 
 def load_study(args) -> Study:
     cfg = update_config(get_default_study_config(), args, STUDY_RANGES, ())
+    seeds = list(cfg.TRAIN_SEEDS)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"TRAIN_SEEDS must name each training seed once, got {seeds}")
+    for seed in seeds:
+        if not isinstance(seed, int) or seed not in STUDY_RANGES["SEED"]:
+            raise ConfigError(f"TRAIN_SEEDS: each seed must be an integer {STUDY_RANGES['SEED']}, got {seed}")
     tasks = list(cfg.TASKS)
     if not tasks or len(set(tasks)) != len(tasks):
         raise ConfigError(f"TASKS must name each task once, got {tasks}; valid names: {', '.join(TASK_SCRIPTS)}")
@@ -219,89 +227,61 @@ def run_member(study: Study, member: Member) -> dict:
     errors = []
     for task in cfg.TASKS:
         script, logs_kind = TASK_SCRIPTS[task]
-        stage_folder = folder / task
-        stage = run_stage(stage_folder, logs_kind, script, cfg[f"{task.upper()}_CFG"],
-                          ["--text_arch", record["genotype"], *overrides, "OUTPUT_DIR", str(stage_folder),
-                           *cfg.TRAIN_OPTS])
-        entry = {key: stage.get(key) for key in ("status", "seconds", "run", "error")}
-        if stage["status"] == "done":
-            entry.update(_task_metrics(task, stage["results"]))
-            record.setdefault("parameters", stage["results"]["parameters"])
-        else:
-            errors.append(f"{task} failed: {stage['error']}")
-        record["tasks"][task] = entry
+        runs = {}
+        for seed in cfg.TRAIN_SEEDS:
+            stage_folder = folder / task / f"seed_{seed}"
+            stage = run_stage(stage_folder, logs_kind, script, cfg[f"{task.upper()}_CFG"],
+                              ["--text_arch", record["genotype"], *overrides, "OUTPUT_DIR", str(stage_folder),
+                               *cfg.TRAIN_OPTS, "SEED", str(seed)])
+            entry = {key: stage.get(key) for key in ("status", "seconds", "run", "error")}
+            if stage["status"] == "done":
+                entry.update(_task_metrics(task, stage["results"]))
+                record.setdefault("parameters", stage["results"]["parameters"])
+            else:
+                errors.append(f"{task} seed {seed} failed: {stage['error']}")
+            runs[str(seed)] = entry
+        record["tasks"][task] = {"seeds": runs, **_seed_means(runs)}
     record["status"] = "failed" if errors else "done"
     if errors:
         record["error"] = "; ".join(errors)
     return record
 
 
+def _seed_means(runs: dict[str, dict]) -> dict:
+    """Each metric's values over the finished seeds (`<metric>_values`) and their mean (`<metric>`)."""
+    means = {}
+    for metric in {key for entry in runs.values() for key in entry} & METRIC_NAMES:
+        values = [entry[metric] for entry in runs.values() if entry.get(metric) is not None]
+        means[f"{metric}_values"] = values
+        means[metric] = sum(values) / len(values)
+    return means
+
+
 def member_seconds(record: dict) -> float:
-    stages = [record.get("search") or {}, *record.get("tasks", {}).values()]
+    stages = [record.get("search") or {}]
+    stages += [run for task in record.get("tasks", {}).values() for run in task.get("seeds", {}).values()]
     return sum(stage.get("seconds") or 0.0 for stage in stages)
 
 
-# ----- the report -----
-METRICS = (("identification", "top1", "Top-1 (%)"), ("verification", "eer", "EER (%)"),
-           ("verification", "min_dcf_0.01", "minDCF(0.01)"))
+# ----- the supernet's estimates of the random cells -----
+RANKING_FILE = "ranking.json"
 
 
-def _spread(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, std
-
-
-def summarise(study: Study, records: list[dict]) -> dict:
-    """Per origin and metric: the finished members' values, their mean and sample standard deviation."""
-    summary: dict = {}
-    for origin in ORIGINS:
-        for task, metric, _ in METRICS:
-            if task not in study.cfg.TASKS:
-                continue
-            values = [r["tasks"][task][metric] for r in records
-                      if r["origin"] == origin and r.get("tasks", {}).get(task, {}).get(metric) is not None]
-            if values:
-                mean, std = _spread(values)
-                summary.setdefault(origin, {})[metric] = {"values": values, "mean": mean, "std": std}
-    return summary
-
-
-def _cell(value: float | None, digits: int) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def study_table(study: Study, records: list[dict], summary: dict) -> str:
-    metrics = [(task, metric, label) for task, metric, label in METRICS if task in study.cfg.TASKS]
-    header = ["Cell", "Origin", "Parameters", *(label for _, _, label in metrics), "Time (s)", "Status"]
-    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for record in records:
-        values = [_cell(record.get("tasks", {}).get(task, {}).get(metric), 3 if "dcf" in metric else 2)
-                  for task, metric, _ in metrics]
-        parameters = f"{record['parameters']:,}" if record.get("parameters") else "-"
-        status = record.get("status", "not run")
-        if status == "failed":
-            status = f"failed: {record.get('error', '')}".replace("|", "/")
-        rows.append(f"| {record['name']} | {record['origin']} | {parameters} | {' | '.join(values)} | "
-                    f"{member_seconds(record):.0f} | {status} |")
-    lines = ["\n".join(rows), "", "Mean ± standard deviation over the finished cells of each origin:", ""]
-    summary_header = ["Origin", "Cells", *(label for _, _, label in metrics)]
-    lines += ["| " + " | ".join(summary_header) + " |", "|" + "---|" * len(summary_header)]
-    for origin in ORIGINS:
-        if origin not in summary:
-            continue
-        stats = summary[origin]
-        count = max(len(stats[m]["values"]) for m in stats)
-        cells = [(f"{stats[metric]['mean']:.{3 if 'dcf' in metric else 2}f} ± "
-                  f"{stats[metric]['std']:.{3 if 'dcf' in metric else 2}f}") if metric in stats else "-"
-                 for _, metric, _ in metrics]
-        lines.append(f"| {origin} | {count} | {' | '.join(cells)} |")
-    return "\n".join(lines) + "\n"
+def rank_random_cells(study: Study, record: dict) -> dict:
+    """A finished search's estimates of every random cell of the study (functions/supernet_ranking.py), kept in
+    `<member>/ranking.json` and computed again only for cells it lacks."""
+    path = study.root / record["name"] / RANKING_FILE
+    ranking = json.loads(path.read_text()) if path.exists() else {"cells": {}}
+    wanted = {m.name: random_genotype(study.space, m.seed) for m in study.members if m.origin == "random"}
+    missing = {name: genotype for name, genotype in wanted.items() if name not in ranking["cells"]}
+    if missing:
+        ranking["cells"].update(supernet_estimates(Path(record["search"]["run"]), study.cfg.DATA_DIR, missing))
+        _write_record(path, ranking)
+    return ranking
 
 
 def write_report(study: Study) -> dict:
-    """study.md, study.json and study.png from every member record on disk (each written atomically)."""
-    records = []
+    records, rankings = [], {}
     for member in study.members:
         path = study.root / member.name / MEMBER_FILE
         if path.exists():
@@ -309,25 +289,10 @@ def write_report(study: Study) -> dict:
         else:
             records.append({"name": member.name, "origin": member.origin, "seed": member.seed,
                             "status": "not run", "tasks": {}})
-    summary = summarise(study, records)
-    report = {"config": json.loads(json.dumps(study.cfg)), "space": study.space, "members": records,
-              "summary": summary}
-    write_text_atomically(study.root / "study.json", json.dumps(report, indent=2) + "\n")
-    genotypes = "\n".join(f"- {r['name']}: `{r['genotype']}`" for r in records if r.get("genotype"))
-    markdown = (
-        f"# Does the search pay off?\n\nSearch config `{study.cfg.SEARCH_CFG}` (space {study.space}), "
-        f"tasks {', '.join(study.cfg.TASKS)}, data `{study.cfg.DATA_DIR}`. Identification: Top-1 on the test "
-        "partition of the checkpoint selected on `val`; verification: EER and minDCF of the last epoch. Time: "
-        "search and training, wall clock.\n\n"
-        f"{study_table(study, records, summary)}\nCells:\n\n{genotypes}\n"
-    )
-    write_text_atomically(study.root / "study.md", markdown)
-    panels = {label: {origin: summary[origin][metric]["values"] for origin in ORIGINS
-                      if metric in summary.get(origin, {})}
-              for task, metric, label in METRICS if task in study.cfg.TASKS}
-    if any(panels.values()):
-        plot_study(panels, study.root / "study.png", f"Searched, random and the paper's cells ({study.space})")
-    return report
+        ranking = study.root / member.name / RANKING_FILE
+        if ranking.exists():
+            rankings[member.name] = json.loads(ranking.read_text())
+    return study_report.write_report(study.cfg, study.root, study.space, records, rankings, member_seconds)
 
 
 def run_study(args) -> int:
@@ -349,6 +314,11 @@ def run_study(args) -> int:
         for index, member in enumerate(members, start=1):
             logger.info(f"[{index}/{len(members)}] {member.name}")
             record = run_member(study, member)
+            if member.origin == "searched" and record.get("search", {}).get("status") == "done":
+                try:
+                    rank_random_cells(study, record)
+                except (*KNOWN_ERRORS, RuntimeError) as error:
+                    record["ranking_error"] = f"ranking the random cells failed: {error}"
             _write_record(study.root / member.name / MEMBER_FILE, record)
             logger.info(f"  {record['status']}{': ' + record['error'] if record.get('error') else ''}"
                         f" ({member_seconds(record):.0f} s)")
@@ -357,7 +327,8 @@ def run_study(args) -> int:
             write_report(study)
     finally:
         write_report(study)
-    logger.info(f"report: {study.root / 'study.md'}, {study.root / 'study.json'}, {study.root / 'study.png'}")
+    logger.info(f"report: {study.root / 'study.md'}, {study.root / 'study.json'}, {study.root / 'study.png'}, "
+                f"{study.root / 'study_search.png'}")
     if failed:
         print(f"error: {len(failed)} of {len(members)} member(s) failed ({', '.join(failed)}); see "
               f"{study.root / 'study.md'}", file=sys.stderr)

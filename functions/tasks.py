@@ -17,7 +17,12 @@ from functions.experiment import (
     initial_checkpoint_file, model_state, start_experiment, trial_list, verification_train_set,
     verification_validator, write_results,
 )
-from functions.plots import plot_architecture_weights, plot_det_curve, plot_score_histograms
+from functions.plots import (
+    plot_architecture_weights, plot_det_curve, plot_score_histograms, plot_search_diagnostics,
+)
+from functions.search_diagnostics import (
+    CELLS, DIAGNOSTICS_FILE, append_diagnostics, epoch_diagnostics, read_diagnostics,
+)
 from functions.recipe import check_recipe
 from functions.speaker_model import SpeakerModel
 from functions.run_directory import load_resume_checkpoint
@@ -211,7 +216,8 @@ def _search(args) -> int:
     scheduler = cosine_schedule(cfg, optimizer, scale)
     loader = training_loader(train_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED, ctx, cfg.DATASET.NUM_WORKERS,
                              cfg.TRAIN.MAX_STEPS_PER_EPOCH)
-    arch_loader = training_loader(arch_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED + 1, ctx, cfg.DATASET.NUM_WORKERS)
+    arch_loader = training_loader(arch_set, cfg.TRAIN.ARCH_BATCH_SIZE or cfg.TRAIN.BATCH_SIZE, cfg.SEED + 1, ctx,
+                                  cfg.DATASET.NUM_WORKERS)
     validate = identification_validator(cfg, ctx, model, "test", "test")
     run = exp.open_run()
     logger.info(f"search space {cfg.MODEL.SEARCH_SPACE}, single path {cfg.MODEL.SINGLE_PATH}: "
@@ -220,6 +226,20 @@ def _search(args) -> int:
                 f"rates x {scale:.4g} (TRAIN.SEARCH_LR_SCALING {cfg.TRAIN.SEARCH_LR_SCALING}): weights "
                 f"{cfg.TRAIN.LR * scale:.4g}, architecture {cfg.TRAIN.ARCH_LR * scale:.4g}")
     end = cfg.TRAIN.END_EPOCH
+    arch_lr, warmup = cfg.TRAIN.ARCH_LR * scale, cfg.TRAIN.ARCH_WARMUP_EPOCHS
+    if warmup or cfg.TRAIN.ARCH_SAMPLES > 1 or cfg.TRAIN.ARCH_BATCH_SIZE:
+        arch_batch = cfg.TRAIN.ARCH_BATCH_SIZE or cfg.TRAIN.BATCH_SIZE
+        logger.info(f"architecture steps from epoch {warmup} on, on batches of {arch_batch} with "
+                    f"{cfg.TRAIN.ARCH_SAMPLES} Gumbel sample(s) each")
+    # The alphas before the first step and at the start of the current epoch, for the diagnostics; a resumed
+    # search takes them from its checkpoint.
+
+    def current() -> dict:
+        return dict(zip(CELLS, (alphas.detach().cpu().clone() for alphas in model.arch_parameters())))
+
+    initial_alphas = checkpoint.get("arch_initial", current()) if checkpoint else current()
+    epoch_start_alphas = checkpoint.get("arch_epoch_start", current()) if checkpoint else current()
+    steps_per_epoch = loader.sampler.batches_per_epoch
 
     def set_temperature(epoch: int) -> None:
         model.tau = gumbel_temperature(epoch, end, cfg.MODEL.TAU_MAX, cfg.MODEL.TAU_MIN)
@@ -232,9 +252,17 @@ def _search(args) -> int:
             metrics[f"alpha_entropy_{cell}"] = entropy_of_rows(w)
         metrics["tau"] = model.tau
         metrics["genotype"] = text
+        steps = steps_per_epoch if epoch >= warmup else 0
+        total_steps = steps_per_epoch * max(0, epoch + 1 - warmup)
+        diagnostics = epoch_diagnostics(current(), epoch_start_alphas, initial_alphas, steps, total_steps, arch_lr)
+        metrics.update(diagnostics["row"])
+        epoch_start_alphas.update(current())
         if not ctx.is_main:
             return
         run.save_run_info(cfg, text)
+        append_diagnostics(run.log_dir / DIAGNOSTICS_FILE, epoch, diagnostics)
+        plot_search_diagnostics(read_diagnostics(run.log_dir / DIAGNOSTICS_FILE),
+                                run.log_dir / "search_diagnostics.png", f"architecture weights, lr {arch_lr:.4g}")
         (run.log_dir / "genotypes.txt").open("a", encoding="utf-8").write(f"{epoch}\t{text}\n")
         plot_genotype(genotype, run.log_dir / "cell")
         plot_architecture_weights(
@@ -247,8 +275,9 @@ def _search(args) -> int:
         cfg, ctx, run, model, optimizer, scheduler, loader, validate,
         Selection(metric="test_top1", higher_is_better=True, checkpoint_key="best_acc1"),
         drop_path_prob=lambda epoch: cfg.TRAIN.DROPPATH_PROB * epoch / max(1, end - 1),
-        architecture=ArchitectureStep(arch_loader, arch_optimizer),
-        checkpoint_extras=lambda: {"genotype": model.genotype()},
+        architecture=ArchitectureStep(arch_loader, arch_optimizer, warmup, cfg.TRAIN.ARCH_SAMPLES),
+        checkpoint_extras=lambda: {"genotype": model.genotype(), "arch_initial": initial_alphas,
+                                   "arch_epoch_start": epoch_start_alphas},
         on_epoch_end=record_architecture,
         on_epoch_start=set_temperature,
         stop_early=genotype_settled(cfg.TRAIN.SEARCH_PATIENCE) if cfg.TRAIN.SEARCH_PATIENCE > 0 else None,

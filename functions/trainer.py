@@ -62,10 +62,16 @@ class Selection:
 
 @dataclass
 class ArchitectureStep:
-    """Search: one step of the architecture parameters on a `val` batch before each weight step."""
+    """Search: one step of the architecture parameters on a `val` batch before each weight step, from epoch
+    `warmup_epochs` on; its loss is the mean over `samples` forwards, each with its own Gumbel sample."""
 
     loader: DataLoader
     optimizer: torch.optim.Optimizer
+    warmup_epochs: int = 0
+    samples: int = 1
+
+    def steps_in(self, epoch: int) -> bool:
+        return epoch >= self.warmup_epochs
 
 
 @dataclass
@@ -304,11 +310,13 @@ class Trainer:
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
 
     def _architecture_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
-        optimizer = self.architecture.optimizer
+        optimizer, samples = self.architecture.optimizer, self.architecture.samples
         optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            loss = self.criterion(self.network(inputs), targets)
-        self.arch_scaler.scale(loss).backward()
+        # One backward per sample: the gradients add up while only one sample's activations are held.
+        for _ in range(samples):
+            with self._autocast():
+                loss = self.criterion(self.network(inputs), targets) / samples
+            self.arch_scaler.scale(loss).backward()
         self.arch_scaler.step(optimizer)
         self.arch_scaler.update()
 
@@ -344,7 +352,8 @@ class Trainer:
             [self.state.partial["loss"], self.state.partial["correct"], self.state.partial["count"]],
             dtype=torch.float64, device=self.ctx.device,
         )
-        arch_batches = self._architecture_batches(epoch, start) if self.architecture else None
+        stepping = self.architecture is not None and self.architecture.steps_in(epoch)
+        arch_batches = self._architecture_batches(epoch, start) if stepping else None
         print_freq = self.cfg.PRINT_FREQ
         bar = progress(sampler.batches_per_epoch, f"epoch {epoch}", "batch", initial=start, leave=False,
                        enabled=self.ctx.is_main, every=print_freq)

@@ -158,6 +158,8 @@ class SearchNetwork(SpeakerHead, nn.Module):
         self.drop_path_prob = 0.0
         # Gumbel-softmax temperature of the samples; the search sets it each epoch from its schedule.
         self.tau = 1.0
+        # [cells, 14, ops] weights that replace the samples (one cell of the space run with the supernet's weights).
+        self.fixed_cell_weights: torch.Tensor | None = None
 
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(
@@ -207,9 +209,12 @@ class SearchNetwork(SpeakerHead, nn.Module):
 
     def feature_map(self, x: torch.Tensor, cell_weights: torch.Tensor | None = None) -> torch.Tensor:
         """`cell_weights` ([cells, 14, ops], from `sample_cell_weights`) fixes the sample; by default one is drawn."""
+        fixed = cell_weights is None and self.fixed_cell_weights is not None
         if cell_weights is None:
-            cell_weights = self.sample_cell_weights()
-        if self.single_path:
+            cell_weights = self.fixed_cell_weights if fixed else self.sample_cell_weights()
+        # A fixed cell runs only its own operations; an edge it does not use is all zeros, and its argmax, `none`
+        # (column 0 of s2 and s3) or an operation of weight 0, adds nothing.
+        if self.single_path or fixed:
             sampled = cell_weights.argmax(dim=-1).tolist()
         else:
             sampled = [None] * len(self.cells)
@@ -247,7 +252,10 @@ def _first_edge(node: int) -> int:
 def _cap_skip_connections(
     gene: list[tuple[str, int]], weights: list[list[float]], edge_ops: Sequence[Sequence[str]], cap: int
 ) -> list[tuple[str, int]]:
-    """Keep at most `cap` skip connections (P-DARTS): the weakest others take their edge's best other operation."""
+    """Keep at most `cap` skip connections: the weakest others take their edge's best other operation.
+
+    A simplified form of P-DARTS' rule: that one drops the weakest skip connections and ranks the node's inputs
+    again, so the node may take another input; this one keeps the edge and swaps its operation."""
     skips = []
     for position, (op, input_index) in enumerate(gene):
         if op == "skip_connect":

@@ -42,7 +42,7 @@ def test_every_numeric_key_has_a_range():
 
 def test_every_default_and_every_shipped_config_is_in_range():
     for path in sorted((REPO / "exps").rglob("*.yaml")):
-        if path.name == "study.yaml":
+        if path.name.startswith("study"):
             update_config(get_default_study_config(), argparse.Namespace(cfg=str(path), opts=[]), STUDY_RANGES, ())
         else:
             load(cfg=str(path))
@@ -95,11 +95,16 @@ OUT_OF_RANGE = [
     ("TRAIN.LABEL_SMOOTHING", "1", "TRAIN.LABEL_SMOOTHING must be in [0, 1), got 1"),
     ("TRAIN.SEARCH_PATIENCE", "-1", "TRAIN.SEARCH_PATIENCE must be at least 0, got -1"),
     ("TRAIN.SEARCH_REFERENCE_BATCH", "0", "TRAIN.SEARCH_REFERENCE_BATCH must be at least 1, got 0"),
+    ("TRAIN.ARCH_WARMUP_EPOCHS", "-1", "TRAIN.ARCH_WARMUP_EPOCHS must be at least 0, got -1"),
+    ("TRAIN.ARCH_BATCH_SIZE", "-1", "TRAIN.ARCH_BATCH_SIZE must be at least 0, got -1"),
+    ("TRAIN.ARCH_SAMPLES", "0", "TRAIN.ARCH_SAMPLES must be at least 1, got 0"),
 ]
 OUT_OF_ORDER = [
     (["TRAIN.LR_MIN", "0.02"], "TRAIN.LR_MIN must be at most TRAIN.LR (0.01), got 0.02"),
     (["MODEL.TAU_MIN", "2", "MODEL.TAU_MAX", "1.5"], "MODEL.TAU_MIN must be at most MODEL.TAU_MAX (1.5), got 2"),
     (["TRAIN.BEGIN_EPOCH", "5", "TRAIN.END_EPOCH", "5"], "TRAIN.BEGIN_EPOCH must be below TRAIN.END_EPOCH (5), got 5"),
+    (["TRAIN.ARCH_WARMUP_EPOCHS", "5", "TRAIN.END_EPOCH", "5"],
+     "TRAIN.ARCH_WARMUP_EPOCHS must be below TRAIN.END_EPOCH (5), got 5"),
 ]
 
 
@@ -171,7 +176,7 @@ def test_published_batch_sizes(name, batch):
 def test_the_published_configs_reproduce_the_lr_lag_and_the_others_do_not():
     assert PUBLISHED_CONFIGS and all(load(cfg=str(path)).TRAIN.PUBLISHED_LR_LAG for path in PUBLISHED_CONFIGS)
     others = [path for path in (REPO / "exps").rglob("*.yaml")
-              if path not in PUBLISHED_CONFIGS and path.name != "study.yaml"]
+              if path not in PUBLISHED_CONFIGS and not path.name.startswith("study")]
     assert others and not any(load(cfg=str(path)).TRAIN.PUBLISHED_LR_LAG for path in others)
 
 

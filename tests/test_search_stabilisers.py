@@ -169,3 +169,21 @@ def test_search_runs_at_a_global_batch_of_16_on_two_processes(small_corpus, tmp_
     results = json.loads((only_run(tmp_path / "logs_search") / "results.json").read_text())
     assert results["global_batch"] == 16 and results["lr_scale"] == pytest.approx(math.sqrt(8))
     assert results["last"]["lr"] == pytest.approx(0.01 * math.sqrt(8))
+
+
+def test_warm_up_epochs_leave_the_architecture_alone_and_the_diagnostics_count_the_steps(small_corpus, tmp_path):
+    run, history = search_in_process(small_corpus, tmp_path, "TRAIN.END_EPOCH", "3", "TRAIN.MAX_STEPS_PER_EPOCH",
+                                     "2", "TRAIN.ARCH_WARMUP_EPOCHS", "1", "TRAIN.ARCH_SAMPLES", "2",
+                                     "TRAIN.ARCH_BATCH_SIZE", "3", "TRAIN.ARCH_LR", "0.01")
+    assert [row["arch_steps"] for row in history] == [0, 2, 4]
+    assert history[0]["arch_changed_reduce"] == 0 and "arch_move_reduce" not in history[0]
+    # Two cells are reduction cells: the normal cell's alphas never move.
+    rows = [json.loads(line) for line in (run / "Log" / "architecture.jsonl").read_text().splitlines()]
+    initial = torch.tensor(rows[0]["edges"]["reduce"]["alphas"])
+    assert all(row["arch_move_normal"] == 0 for row in history[1:])
+    # Adam's first steps move an alpha by about its learning rate each: a consistent push reads close to 1.
+    moved = (torch.tensor(rows[2]["edges"]["reduce"]["alphas"]) - initial).abs().max().item()
+    assert history[2]["arch_move_total_reduce"] == pytest.approx(moved / (4 * 0.01))
+    assert 0.2 < history[2]["arch_move_total_reduce"] <= 1.2
+    assert "on batches of 3 with 2 Gumbel sample(s)" in (run / "Log" / "train.log").read_text()
+    assert (run / "Log" / "search_diagnostics.png").read_bytes().startswith(b"\x89PNG")

@@ -136,6 +136,14 @@ _C.TRAIN.SEARCH_PATIENCE = 0
 _C.TRAIN.SEARCH_LR_SCALING = "none"
 # The global batch the configured search learning rates are meant for (the published search's 2).
 _C.TRAIN.SEARCH_REFERENCE_BATCH = 2
+# Search, less noisy architecture steps (all off by default: the paper steps the architecture from the first
+# batch, on one Gumbel sample of one batch of TRAIN.BATCH_SIZE). Epochs that train the weights only, before the
+# first architecture step (P-DARTS, PC-DARTS warm the weights up first); must be below TRAIN.END_EPOCH.
+_C.TRAIN.ARCH_WARMUP_EPOCHS = 0
+# Validation batch of an architecture step; 0 = TRAIN.BATCH_SIZE.
+_C.TRAIN.ARCH_BATCH_SIZE = 0
+# Gumbel samples whose losses are averaged in one architecture step.
+_C.TRAIN.ARCH_SAMPLES = 1
 
 # The study of nas_study.py (functions/study.py): searched, random and the paper's cells, trained alike. Its own
 # schema: a study config holds only these keys.
@@ -160,6 +168,9 @@ _STUDY.OUTPUT_DIR = "study"
 # KEY VALUE overrides given to every search / every training of the study.
 _STUDY.SEARCH_OPTS = []
 _STUDY.TRAIN_OPTS = []
+# Every cell is trained once per seed (the training's SEED), the same seeds for every cell, to measure the
+# spread between seeds of one cell against the spread between cells.
+_STUDY.TRAIN_SEEDS = [0]
 
 
 class ConfigError(ValueError):
@@ -250,12 +261,16 @@ RANGES: dict[str, Range] = {
     "TRAIN.LABEL_SMOOTHING": _BELOW_1,
     "TRAIN.SEARCH_PATIENCE": _NON_NEGATIVE,
     "TRAIN.SEARCH_REFERENCE_BATCH": _AT_LEAST_1,
+    "TRAIN.ARCH_WARMUP_EPOCHS": _NON_NEGATIVE,
+    "TRAIN.ARCH_BATCH_SIZE": _NON_NEGATIVE,
+    "TRAIN.ARCH_SAMPLES": _AT_LEAST_1,
 }
 # Pairs of keys where the first may not exceed the second (strictly below it when the flag is set).
 ORDERED_PAIRS: tuple[tuple[str, str, bool], ...] = (
     ("TRAIN.LR_MIN", "TRAIN.LR", False),
     ("MODEL.TAU_MIN", "MODEL.TAU_MAX", False),
     ("TRAIN.BEGIN_EPOCH", "TRAIN.END_EPOCH", True),
+    ("TRAIN.ARCH_WARMUP_EPOCHS", "TRAIN.END_EPOCH", True),
 )
 
 
