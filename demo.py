@@ -15,7 +15,6 @@ third lane beside the cell's other trainings, so that the three share the cores 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from benchmarks.reference_system import ReferenceResult, evaluate_reference
 from data_objects import available_cores
 from utils.cli import OneLineErrorParser
 from utils.files import write_text_atomically
+from utils.script_runs import newest_run, run_logged
 
 PYTHON = sys.executable
 T = TypeVar("T")
@@ -46,7 +46,7 @@ BASELINE_TRAININGS = {
 }
 
 
-# Every lane's running step, so that a failure in one lane stops the other.
+# Every lane's steps, so that a failure in one lane stops the other; terminating a finished one does nothing.
 RUNNING_STEPS: set[subprocess.Popen] = set()
 
 
@@ -74,31 +74,22 @@ class Lane:
         than the wall time. With `show_output`, what the step printed (progress bars aside) is printed too."""
         prefix = f"[{self.name}] "
         self.say(f"\n{prefix}$ {' '.join(shlex.quote(part) for part in command)}")
-        environment = {**os.environ, **({"OMP_NUM_THREADS": str(self.threads)} if self.threads else {})}
-        started = time.time()
         with self.log.open("a", encoding="utf-8") as handle:
-            handle.write(f"$ {' '.join(command)}\n")
-            handle.flush()
-            output_starts = handle.tell()
-            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environment)
-            RUNNING_STEPS.add(process)
-            # wait4, not wait: the CPU time of this child alone, while the other lane's children also run.
-            _, status, usage = os.wait4(process.pid, 0)
-            process.returncode = os.waitstatus_to_exitcode(status)
-            RUNNING_STEPS.discard(process)
-        if process.returncode != 0:
+            step_starts = handle.tell()
+            step = run_logged(command, handle, self.threads, started=RUNNING_STEPS.add)
+        if step.returncode != 0:
             tail = "\n".join(self.log.read_text(encoding="utf-8").splitlines()[-15:])
-            raise StepFailed(f"{tail}\ndemo: step failed with exit code {process.returncode}; full output in "
+            raise StepFailed(f"{tail}\ndemo: step failed with exit code {step.returncode}; full output in "
                              f"{self.log}")
-        elapsed = time.time() - started
+        elapsed = step.wall_seconds
         if show_output:
             with self.log.open(encoding="utf-8") as handle:
-                handle.seek(output_starts)
-                printed = handle.read().replace("\r", "\n").splitlines()
+                handle.seek(step_starts)
+                printed = handle.read().replace("\r", "\n").splitlines()[1:]  # after the `$ command` line
             for line in printed:
                 if line.strip() and "it/s]" not in line and "s/it]" not in line:
                     self.say(f"  {prefix}{line.strip()}")
-        self.say(f"  {prefix}done in {elapsed:.0f} s (CPU {usage.ru_utime + usage.ru_stime:.0f} s)")
+        self.say(f"  {prefix}done in {elapsed:.0f} s (CPU {step.cpu_seconds:.0f} s)")
         return elapsed
 
 
@@ -116,11 +107,11 @@ def run_side_by_side(*jobs: Callable[[], T]) -> list[T]:
         return [future.result() for future in futures]
 
 
-def newest_run(folder: Path) -> Path:
-    runs = sorted(folder.glob("*/"), key=lambda path: path.stat().st_mtime)
-    if not runs:
+def last_run(folder: Path) -> Path:
+    run = newest_run(folder)
+    if run is None:
         raise StepFailed(f"demo: no run folder in {folder}")
-    return runs[-1]
+    return run
 
 
 def train_and_evaluate(lane: Lane, trainings: dict[str, tuple[str, str]], out: Path, data: Path,
@@ -132,12 +123,12 @@ def train_and_evaluate(lane: Lane, trainings: dict[str, tuple[str, str]], out: P
     results = {}
     for name, (script, cfg) in trainings.items():
         train_seconds = lane.run([PYTHON, script, "--cfg", cfg, *arch, *overrides])
-        run_dir = newest_run(out / ("logs_scratch" if genotype_file else "logs"))
+        run_dir = last_run(out / ("logs_scratch" if genotype_file else "logs"))
         identification = "identification" in name
         evaluate = "evaluate_identification.py" if identification else "evaluate_verification.py"
         checkpoint = run_dir / "Model" / ("checkpoint_best.pth" if identification else "checkpoint_last.pth")
         eval_seconds = lane.run([PYTHON, evaluate, "--cfg", cfg, "--load_path", str(checkpoint), *overrides])
-        results[name] = json.loads((newest_run(out / "logs_eval") / "results.json").read_text())
+        results[name] = json.loads((last_run(out / "logs_eval") / "results.json").read_text())
         results[name]["seconds"] = train_seconds + eval_seconds
     return results
 
@@ -148,7 +139,7 @@ def search_and_train_the_cell(lane: Lane, modern: Lane, out: Path, data: Path,
     in the `modern` lane."""
     search_seconds = lane.run([PYTHON, "search.py", "--cfg", "exps/demo/search.yaml", "DATASET.DATA_DIR", str(data),
                                "OUTPUT_DIR", str(out)])
-    genotype_file = newest_run(out / "logs_search") / "genotype.txt"
+    genotype_file = last_run(out / "logs_search") / "genotype.txt"
     lane.say(f"  [{lane.name}] searched genotype: {genotype_file.read_text().strip()}")
 
     def train_and_use() -> dict[str, dict]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,15 +29,18 @@ import numpy as np  # noqa: E402
 import soundfile  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import REPO, experiment_config, interleaved_medians, machine_line, quiet  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    REPO, experiment_config, interleaved_medians, machine_line, quiet, write_section,
+)
 from data_objects.datasets import SpectrogramDataset  # noqa: E402
 from functions.experiment import inference_recipe  # noqa: E402
-from functions.export import run_onnx, run_torchscript  # noqa: E402
+from functions.export import run_torchscript  # noqa: E402
 from functions.speaker_model import SpeakerModel  # noqa: E402
 from models import AUTOSPEECH, build_model  # noqa: E402
 from utils.checkpoint import save_checkpoint  # noqa: E402
 from utils.cli import OneLineErrorParser, run_main  # noqa: E402
-from utils.files import OutputError, write_text_atomically  # noqa: E402
+from utils.files import OutputError  # noqa: E402
+from utils.script_runs import run_logged  # noqa: E402
 
 SECTION_START = "<!-- inference: written by benchmarks/inference.py -->"
 SECTION_END = "<!-- end of inference -->"
@@ -49,12 +51,10 @@ PYTHON = sys.executable
 
 def _run(command: list[str], threads: int, log) -> float:
     """Wall seconds of a command run as a user runs it, with `threads` torch threads (0: torch's default)."""
-    log.write("$ " + " ".join(command) + "\n")
-    log.flush()
-    started = time.perf_counter()
-    subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True,
-                   env={**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})})
-    return time.perf_counter() - started
+    run = run_logged(command, log, threads, cwd=REPO)
+    if run.returncode != 0:
+        raise OutputError(f"{' '.join(command[:2])} failed with status {run.returncode}; see {log.name}")
+    return run.wall_seconds
 
 
 def prepare(workdir: Path, log) -> tuple[Path, Path, list[Path]]:
@@ -186,17 +186,6 @@ def table(rows: list[tuple[str, int, float, float]], startup: tuple[float, float
     return "\n".join(lines) + "\n"
 
 
-def write_section(output: Path, section: str) -> None:
-    text = output.read_text(encoding="utf-8") if output.exists() else ""
-    if SECTION_START in text and SECTION_END in text:
-        before, rest = text.split(SECTION_START, 1)
-        text = before + section + rest.split(SECTION_END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(output, text)
-
-
 def main() -> int:
     parser = OneLineErrorParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", help="folder for the corpus, the files and the model (default: temporary)")
@@ -228,10 +217,10 @@ def main() -> int:
             scoring = scoring_row(corpus, checkpoint, workdir, log)
     section = table(rows, startup, scoring, (time.perf_counter() - started) / 60, total_seconds)
     print(section)
-    write_section(Path(args.output), section)
+    write_section(Path(args.output), section, SECTION_START, SECTION_END)
     return 0
 
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    run_main(main, (OutputError, subprocess.CalledProcessError))
+    run_main(main, (OutputError,))

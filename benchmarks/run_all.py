@@ -27,11 +27,13 @@ if __package__ in (None, ""):
 from benchmarks import (  # noqa: E402
     crop_loading, end_to_end, preprocessing, search_step, training_step, verification,
 )
-from benchmarks.common import NetworkSize, Row, markdown_table  # noqa: E402
+from benchmarks.common import NetworkSize, Row, markdown_table, write_section  # noqa: E402
 from benchmarks.preprocessing import CorpusSize  # noqa: E402
 from utils.cli import OneLineErrorParser  # noqa: E402
-from utils.files import OutputError, ensure_writable_dir, write_text_atomically  # noqa: E402
+from utils.files import OutputError, ensure_writable_dir  # noqa: E402
 
+SECTION_START = "<!-- benchmarks: written by benchmarks/run_all.py -->"
+SECTION_END = "<!-- end of benchmarks -->"
 DEFAULT_OUTPUT = {"cpu": Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md",
                   "cuda": Path(__file__).resolve().parents[1] / "docs" / "benchmarks_gpu.md"}
 
@@ -135,12 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows = run(plan, Path(workdir))
         minutes = (time.perf_counter() - started) / 60.0
         title = f"Benchmarks: {plan.name}, {date.today().isoformat()}, {minutes:.1f} min"
-        table = markdown_table(rows, title, args.device)
-        write_text_atomically(output, table)
+        section = f"{SECTION_START}\n{markdown_table(rows, title, args.device)}{SECTION_END}\n"
+        write_section(output, section, SECTION_START, SECTION_END)
     except OutputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(table)
+    print(section)
     print(f"written to {output}", file=sys.stderr)
     return 0
 

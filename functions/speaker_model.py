@@ -33,7 +33,7 @@ from functions.experiment import FEATURE_STATS_KEY, checkpoint_file, model_state
 from functions.recipe import check_recipe
 from models import MODEL_NAMES, build_model
 from models.frontends import build_frontend, check_frontend_name, samples_for_frames
-from models.genotypes import Genotype, GenotypeError, load_genotype
+from models.genotypes import Genotype, choose_genotype
 from models.waveform_embedder import WaveformEmbedder, build_windowing
 from utils.checkpoint import load_checkpoint, load_state_dict_strict
 from utils.config import ConfigError, get_default_config, merge_config_text, update_config
@@ -215,15 +215,7 @@ def _genotype(cfg: CfgNode, text_arch: str | None, checkpoint: dict) -> Genotype
     """The genotype of a genotype network: `text_arch`, else the checkpoint's; both must agree."""
     if cfg.MODEL.NAME != "model":
         return None
-    carried = checkpoint.get("genotype")
-    if text_arch:
-        genotype = load_genotype(text_arch)
-        if carried is not None and tuple(map(list, genotype)) != tuple(map(list, carried)):
-            raise GenotypeError("--text_arch differs from the genotype the checkpoint carries")
-        return genotype
-    if carried is not None:
-        return carried
-    raise GenotypeError("MODEL.NAME 'model' needs a genotype and the checkpoint has none: pass --text_arch GENOTYPE")
+    return choose_genotype(text_arch, checkpoint.get("genotype"), "the checkpoint carries")
 
 
 def _frontend(cfg: CfgNode, stats: str | os.PathLike | None, checkpoint: dict, path: Path) -> nn.Module:

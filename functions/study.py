@@ -17,9 +17,7 @@ import ctypes
 import json
 import shutil
 import signal
-import subprocess
 import sys
-import time
 from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from utils.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
 from utils.config import STUDY_RANGES, ConfigError, get_default_study_config, update_config
 from utils.files import ensure_writable_dir, write_text_atomically
 from utils.run_logging import create_logger, get_logger
+from utils.script_runs import newest_run, run_logged
 
 REPO = Path(__file__).resolve().parents[1]
 # Task -> (training script, logs folder the script writes its run to).
@@ -136,11 +135,6 @@ def _die_with_parent() -> None:
         pass
 
 
-def _only_run(folder: Path) -> Path | None:
-    runs = sorted(path for path in folder.glob("*/") if path.is_dir()) if folder.is_dir() else []
-    return runs[-1] if runs else None
-
-
 def _last_error(log: Path) -> str:
     lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
@@ -157,7 +151,7 @@ def run_stage(folder: Path, logs_kind: str, script: str, cfg_path: str, argument
     record_path = folder / "stage.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {"seconds": 0.0}
     record.pop("error", None)
-    run = _only_run(folder / logs_kind)
+    run = newest_run(folder / logs_kind)
     if run is not None and (run / "results.json").exists():
         return {**record, "status": "done", "run": str(run), "results": json.loads((run / "results.json").read_text())}
     command = [sys.executable, script, "--cfg", cfg_path]
@@ -169,20 +163,12 @@ def run_stage(folder: Path, logs_kind: str, script: str, cfg_path: str, argument
     command += arguments
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / "output.log"
-    started = time.time()
+    # Interrupted while it runs, the study passes SIGTERM on, so that the stage saves its state.
     with log.open("a", encoding="utf-8") as handle:
-        handle.write(f"$ {' '.join(command)}\n")
-        handle.flush()
-        child = subprocess.Popen(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                                 preexec_fn=_die_with_parent)
-        try:
-            code = child.wait()
-        finally:
-            if child.poll() is None:  # the study itself was interrupted: let the stage save its state
-                child.send_signal(signal.SIGTERM)
-                child.wait()
-    record["seconds"] += time.time() - started
-    run = _only_run(folder / logs_kind)
+        stage_run = run_logged(command, handle, cwd=REPO, preexec_fn=_die_with_parent)
+    code = stage_run.returncode
+    record["seconds"] += stage_run.wall_seconds
+    run = newest_run(folder / logs_kind)
     record["run"] = str(run) if run else None
     if code in (EXIT_INTERRUPTED, EXIT_TERMINATED, -signal.SIGINT, -signal.SIGTERM):
         _write_record(record_path, record)

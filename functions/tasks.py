@@ -27,7 +27,7 @@ from functions.recipe import check_recipe
 from functions.speaker_model import SpeakerModel
 from functions.run_directory import load_resume_checkpoint
 from functions.trainer import ArchitectureStep, Selection, Trainer
-from models.genotypes import GenotypeError, load_genotype
+from models.genotypes import choose_genotype
 from models.search_network import gumbel_temperature
 from models.visualize import plot_genotype
 from utils.checkpoint import load_checkpoint, load_state_dict_strict
@@ -38,16 +38,8 @@ def _genotype_for(exp_cfg, args, checkpoint: dict | None):
     """The genotype of a genotype network: from --text_arch, else from the checkpoint being resumed."""
     if exp_cfg.MODEL.NAME != "model":
         return None
-    from_checkpoint = checkpoint.get("genotype") if checkpoint else None
-    text_arch = getattr(args, "text_arch", None)
-    if text_arch:
-        genotype = load_genotype(text_arch)
-        if from_checkpoint is not None and tuple(map(list, genotype)) != tuple(map(list, from_checkpoint)):
-            raise GenotypeError("--text_arch differs from the genotype of the checkpoint being resumed")
-        return genotype
-    if from_checkpoint is not None:
-        return from_checkpoint
-    raise GenotypeError("MODEL.NAME 'model' needs a genotype: pass --text_arch GENOTYPE (text, file or checkpoint)")
+    carried = checkpoint.get("genotype") if checkpoint else None
+    return choose_genotype(getattr(args, "text_arch", None), carried, "of the checkpoint being resumed")
 
 
 def _resumed_checkpoint(exp: Experiment, args) -> dict | None:

@@ -11,7 +11,6 @@ passes it on the command line (`--text_arch`):
 """
 from __future__ import annotations
 
-import argparse
 import ast
 from collections.abc import Sequence
 from pathlib import Path
@@ -196,6 +195,19 @@ def load_genotype(source: str) -> Genotype:
     if holds_text:
         return parse_genotype(path.read_text(encoding="utf-8", errors="replace"))
     return _genotype_from_checkpoint(path)
+
+
+def choose_genotype(text_arch: str | None, carried: Genotype | None, carrier: str) -> Genotype:
+    """The genotype named by --text_arch, which must agree with the one `carried` by a checkpoint (described by
+    `carrier` in the error), else the carried one."""
+    if text_arch:
+        genotype = load_genotype(text_arch)
+        if carried is not None and tuple(map(list, genotype)) != tuple(map(list, carried)):
+            raise GenotypeError(f"--text_arch differs from the genotype {carrier}")
+        return genotype
+    if carried is not None:
+        return carried
+    raise GenotypeError("MODEL.NAME 'model' needs a genotype: pass --text_arch GENOTYPE (text, file or checkpoint)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -6,7 +6,6 @@ import argparse
 import importlib
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import torch
