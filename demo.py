@@ -27,7 +27,7 @@ from typing import Callable, TypeVar
 from benchmarks.reference_system import ReferenceResult, evaluate_reference
 from data_objects import available_cores
 from utils.cli import OneLineErrorParser
-from utils.files import write_text_atomically
+from utils.files import write_section, write_text_atomically
 from utils.script_runs import newest_run, run_logged
 
 PYTHON = sys.executable
@@ -46,6 +46,8 @@ BASELINE_TRAININGS = {
 }
 
 
+RECORD_START = "<!-- demo: written by demo.py --record -->"
+RECORD_END = "<!-- end of demo -->"
 # Every lane's steps, so that a failure in one lane stops the other; terminating a finished one does nothing.
 RUNNING_STEPS: set[subprocess.Popen] = set()
 
@@ -176,6 +178,9 @@ def main() -> None:
     parser = OneLineErrorParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work_dir", default="demo", help="where the corpus and the runs go (default: demo/)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--record", type=Path, metavar="PAGE",
+                        help="also write the results as this page's demo section (docs/demo.md holds the run "
+                             "it reports)")
     args = parser.parse_args()
     work = Path(args.work_dir)
     data = work / "VoxCeleb1"
@@ -218,6 +223,8 @@ def main() -> None:
         f"Searched cell (trained above): `{genotype_file.read_text().strip()}`\n"
     )
     write_text_atomically("demo_results.md", report)
+    if args.record:
+        write_section(args.record, f"{RECORD_START}\n{report}{RECORD_END}\n", RECORD_START, RECORD_END)
     print("\n" + report)
 
 

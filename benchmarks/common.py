@@ -22,7 +22,6 @@ from functions.distributed import single_process
 from functions.experiment import IDENTIFICATION_SELECTION
 from functions.trainer import ArchitectureStep, Trainer
 from utils.config import get_default_config, update_config
-from utils.files import write_text_atomically
 
 T = TypeVar("T")
 
@@ -206,15 +205,3 @@ def markdown_table(rows: list[Row], title: str, device: str = "cpu") -> str:
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
-
-def write_section(output: Path, section: str, start: str, end: str) -> None:
-    """Put `section` (which begins with the marker `start` and ends with `end`) in place of the part of `output`
-    between those markers, or after its text: each benchmark rewrites its own part of one page, the others' stay."""
-    text = output.read_text(encoding="utf-8") if output.exists() else ""
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        text = before + section + rest.split(end, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(output, text)

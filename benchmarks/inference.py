@@ -29,9 +29,7 @@ import numpy as np  # noqa: E402
 import soundfile  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import (  # noqa: E402
-    REPO, experiment_config, interleaved_medians, machine_line, quiet, write_section,
-)
+from benchmarks.common import REPO, experiment_config, interleaved_medians, machine_line, quiet  # noqa: E402
 from data_objects.datasets import SpectrogramDataset  # noqa: E402
 from functions.experiment import inference_recipe  # noqa: E402
 from functions.export import run_torchscript  # noqa: E402
@@ -39,7 +37,7 @@ from functions.speaker_model import SpeakerModel  # noqa: E402
 from models import AUTOSPEECH, build_model  # noqa: E402
 from utils.checkpoint import save_checkpoint  # noqa: E402
 from utils.cli import OneLineErrorParser, run_main  # noqa: E402
-from utils.files import OutputError  # noqa: E402
+from utils.files import OutputError, write_section  # noqa: E402
 from utils.script_runs import run_logged  # noqa: E402
 
 SECTION_START = "<!-- inference: written by benchmarks/inference.py -->"

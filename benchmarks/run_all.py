@@ -27,10 +27,10 @@ if __package__ in (None, ""):
 from benchmarks import (  # noqa: E402
     crop_loading, end_to_end, preprocessing, search_step, training_step, verification,
 )
-from benchmarks.common import NetworkSize, Row, markdown_table, write_section  # noqa: E402
+from benchmarks.common import NetworkSize, Row, markdown_table  # noqa: E402
 from benchmarks.preprocessing import CorpusSize  # noqa: E402
 from utils.cli import OneLineErrorParser  # noqa: E402
-from utils.files import OutputError, ensure_writable_dir  # noqa: E402
+from utils.files import OutputError, ensure_writable_dir, write_section  # noqa: E402
 
 SECTION_START = "<!-- benchmarks: written by benchmarks/run_all.py -->"
 SECTION_END = "<!-- end of benchmarks -->"

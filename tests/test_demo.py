@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from demo import Lane, StepFailed, run_side_by_side
+from demo import RECORD_END, RECORD_START, Lane, StepFailed, run_side_by_side
+from utils.files import write_section
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
 
@@ -47,3 +48,15 @@ def test_a_step_can_show_what_it_printed_without_its_progress_bars(tmp_path, cap
     shown = [line for line in out.splitlines() if line.startswith("  [cell] ")]
     assert not any("it/s]" in line for line in shown) and "[cell] before" not in out
     assert "[cell] 0.731204 same" in (tmp_path / "demo.log").read_text()
+
+
+def test_a_recorded_run_replaces_its_own_section_of_the_page_and_keeps_the_rest(tmp_path):
+    page = tmp_path / "demo.md"
+    page.write_text(f"# The demo\n\nbefore\n\n{RECORD_START}\nold table\n{RECORD_END}\n\nafter\n", encoding="utf-8")
+    write_section(page, f"{RECORD_START}\nnew table\n{RECORD_END}\n", RECORD_START, RECORD_END)
+    expected = f"# The demo\n\nbefore\n\n{RECORD_START}\nnew table\n{RECORD_END}\nafter\n"
+    assert page.read_text(encoding="utf-8") == expected
+    fresh = tmp_path / "fresh.md"
+    write_section(fresh, f"{RECORD_START}\ntable\n{RECORD_END}\n", RECORD_START, RECORD_END)
+    assert fresh.read_text(encoding="utf-8") == f"{RECORD_START}\ntable\n{RECORD_END}\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["demo.md", "fresh.md"]

@@ -47,6 +47,20 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
+def write_section(output: Path, section: str, start: str, end: str) -> None:
+    """Put `section` (which begins with the marker `start` and ends with `end`) in place of the part of `output`
+    between those markers, or after its text: each program that writes a table into a page rewrites its own
+    part, and the other parts stay."""
+    text = output.read_text(encoding="utf-8") if output.exists() else ""
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + section + rest.split(end, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + section
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(output, text)
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files `write_atomically` leaves in `folder` when its process is killed mid-write."""
     stale = [path for path in Path(folder).glob(f".*{_TEMPORARY_SUFFIX}") if path.is_file()]
