@@ -134,17 +134,17 @@ def test_a_failed_member_is_named_and_the_others_still_reported(study, tiny_corp
     out, _, _ = study
     copy = tmp_path / "study"
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.pth"))
-    failed = {"name": "random_6", "origin": "random", "seed": 6, "status": "failed", "tasks": {},
-              "error": "identification seed 0 failed: exit 1: error: out of memory"}
-    (copy / "random_6").mkdir()
-    (copy / "random_6" / "member.json").write_text(json.dumps(failed))
+    # A third random cell whose training fails inside train_identification.py (a batch larger than the corpus).
     arguments = study_args(tiny_corpus, copy, "RANDOM_CELLS", "3")
-    assert run_study(Namespace(cfg=arguments[2], opts=arguments[3:], members=None, report_only=True)) == 0
+    train_opts = arguments.index("TRAIN_OPTS") + 1
+    arguments[train_opts] = arguments[train_opts].replace("'TRAIN.BATCH_SIZE', '4'", "'TRAIN.BATCH_SIZE', '1000'")
+    failing = run_script(*arguments[:3], "--members", "random_6", *arguments[3:], check=False, timeout=300)
+    assert failing.returncode == 1 and "1 of 1 member(s) failed (random_6)" in failing.stderr
     report = json.loads((copy / "study.json").read_text())
-    assert report["failed"] == {"random_6": failed["error"]}
+    assert list(report["failed"]) == ["random_6"] and "fewer than one global batch" in report["failed"]["random_6"]
     assert report["summary"]["top1"]["groups"]["random"]["cells"] == 2
     table = (copy / "study.md").read_text()
-    assert f"- random_6: {failed['error']}" in table
+    assert f"- random_6: {report['failed']['random_6']}" in table
     assert any(line.startswith("| random_6 | random | - |") and line.endswith("| failed |")
                for line in table.splitlines())
 
