@@ -28,6 +28,7 @@ from models import MODEL_NAMES, build_model
 from models.frontends import FRONTENDS
 from models.genotypes import Genotype, GenotypeError, genotype_to_text
 from models.losses import LOSSES
+from models.margin_schedules import MARGIN_SCHEDULES
 from models.pooling import POOLINGS
 from models.search_spaces import SEARCH_SPACES
 from utils.checkpoint import CheckpointError
@@ -91,7 +92,7 @@ class Experiment:
 
 # Keys naming an entry of a registry.
 _CHOICE_KEYS = {"DATASET.FEATURES": FRONTENDS, "LOSS.NAME": LOSSES, "MODEL.POOLING": POOLINGS,
-                "EVAL.SCORE_NORM": SCORE_NORMS}
+                "EVAL.SCORE_NORM": SCORE_NORMS, "LOSS.MARGIN_SCHEDULE": MARGIN_SCHEDULES}
 
 
 def load_config(args) -> CfgNode:

@@ -94,6 +94,10 @@ _C.LOSS.MARGIN = 0.2
 _C.LOSS.SCALE = 32.0
 # The margin rises linearly from 0 to LOSS.MARGIN over this many epochs (0 = full margin from the start).
 _C.LOSS.MARGIN_WARMUP_EPOCHS = 0
+# How the margin rises (models/margin_schedules.py): 'linear' or 'exponential' (WeSpeaker's); it stays 0 for the
+# first MARGIN_HOLD_EPOCHS epochs and reaches LOSS.MARGIN at epoch MARGIN_WARMUP_EPOCHS.
+_C.LOSS.MARGIN_SCHEDULE = "linear"
+_C.LOSS.MARGIN_HOLD_EPOCHS = 0
 
 _C.EVAL = CN()
 # Score normalisation of verification: 'none' (cosine, the paper) or 'asnorm' (adaptive symmetric normalisation
@@ -232,6 +236,7 @@ RANGES: dict[str, Range] = {
     # Scales in use are 16-64; one outside [1, 128] is taken for a typo.
     "LOSS.SCALE": Range(1, 128),
     "LOSS.MARGIN_WARMUP_EPOCHS": _NON_NEGATIVE,
+    "LOSS.MARGIN_HOLD_EPOCHS": _NON_NEGATIVE,
     "EVAL.COHORT_SIZE": _AT_LEAST_1,
     "TRAIN.BATCH_SIZE": _AT_LEAST_1,
     "TRAIN.LR": _POSITIVE,
@@ -256,6 +261,7 @@ ORDERED_PAIRS: tuple[tuple[str, str, bool], ...] = (
     ("TRAIN.LR_MIN", "TRAIN.LR", False),
     ("MODEL.TAU_MIN", "MODEL.TAU_MAX", False),
     ("TRAIN.BEGIN_EPOCH", "TRAIN.END_EPOCH", True),
+    ("LOSS.MARGIN_HOLD_EPOCHS", "LOSS.MARGIN_WARMUP_EPOCHS", False),
 )
 
 
