@@ -116,6 +116,15 @@ _C.TRAIN.LR_MIN = 0.001
 # configs) trains epoch e at lr(e), the schedule as CosineAnnealingLR defines it.
 _C.TRAIN.PUBLISHED_LR_LAG = False
 _C.TRAIN.WD = 0.0
+# Optimiser of the weights (functions/optimisers.py): 'adam' (the paper) or 'sgd' with TRAIN.MOMENTUM, Nesterov's
+# form when TRAIN.NESTEROV, and weight decay TRAIN.WD.
+_C.TRAIN.OPTIMIZER = "adam"
+_C.TRAIN.MOMENTUM = 0.9
+_C.TRAIN.NESTEROV = True
+# Learning-rate schedule (functions/lr_schedules.py): 'cosine' (the paper) or 'exponential' (LR to LR_MIN,
+# WeSpeaker's), after a linear warm-up over TRAIN.WARMUP_EPOCHS epochs (0 = none).
+_C.TRAIN.LR_SCHEDULE = "cosine"
+_C.TRAIN.WARMUP_EPOCHS = 0
 _C.TRAIN.BETA1 = 0.9
 _C.TRAIN.BETA2 = 0.999
 _C.TRAIN.ARCH_LR = 0.001
@@ -242,6 +251,8 @@ RANGES: dict[str, Range] = {
     "TRAIN.LR": _POSITIVE,
     "TRAIN.LR_MIN": _NON_NEGATIVE,
     "TRAIN.WD": _NON_NEGATIVE,
+    "TRAIN.MOMENTUM": _BELOW_1,
+    "TRAIN.WARMUP_EPOCHS": _NON_NEGATIVE,
     "TRAIN.BETA1": _BELOW_1,
     "TRAIN.BETA2": _BELOW_1,
     "TRAIN.ARCH_LR": _POSITIVE,
