@@ -179,7 +179,8 @@ def cohort_scoring(cfg: CfgNode) -> CohortScoring | None:
     None when scores are not normalised."""
     if score_normalisation(cfg.EVAL.SCORE_NORM) is None:
         return None
-    return CohortScoring(cfg.EVAL.SCORE_NORM, feature_source(cfg).verification_cohort_set(), cfg.EVAL.COHORT_SIZE)
+    return CohortScoring(cfg.EVAL.SCORE_NORM, feature_source(cfg).verification_cohort_set(), cfg.EVAL.COHORT_SIZE,
+                         cfg.EVAL.SCORE_NORM_MEAN)
 
 
 def trial_list(cfg: CfgNode, trials: str | None = None) -> TrialList:

@@ -108,7 +108,7 @@ def test_search_runs_under_the_modern_recipe(tiny_corpus, tmp_path):
 
 BAD_VALUES = [
     (["LOSS.NAME", "arcface"], "softmax, aam, am"),
-    (["MODEL.POOLING", "max"], "avg, stats, attentive"),
+    (["MODEL.POOLING", "max"], "avg, stats, attentive, astp"),
     (["EVAL.SCORE_NORM", "snorm"], "none, asnorm"),
     (["LOSS.MARGIN", "1.2"], "LOSS.MARGIN"),
     (["LOSS.MARGIN", "-0.1"], "LOSS.MARGIN"),

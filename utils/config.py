@@ -40,7 +40,8 @@ _C.MODEL.SEARCH_SPACE = "s2"
 # Compute only the sampled operation of each edge during search (straight-through gradient to every alpha).
 _C.MODEL.SINGLE_PATH = False
 # Pooling over time of the last feature map: 'avg' (global average, the paper), 'stats' (mean and standard
-# deviation over time), 'attentive' (attentive statistics pooling).
+# deviation over time), 'attentive' (attentive statistics pooling, one weight per frame), 'astp' (one weight per
+# frame and channel, WeSpeaker's ASTP).
 _C.MODEL.POOLING = "avg"
 # Size of the speaker embedding: 0 scores the pooled vector (the paper); otherwise a linear layer with batch norm
 # to this size gives the embedding used for scoring.
@@ -105,6 +106,9 @@ _C.EVAL = CN()
 _C.EVAL.SCORE_NORM = "none"
 # Top cohort scores that AS-norm takes for each side of a trial.
 _C.EVAL.COHORT_SIZE = 300
+# Subtract the mean embedding of the training utterances from trial and cohort embeddings before AS-norm
+# (WeSpeaker's cal_mean); the raw scores stay plain cosines.
+_C.EVAL.SCORE_NORM_MEAN = False
 
 _C.TRAIN = CN()
 _C.TRAIN.BATCH_SIZE = 32
