@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from yacs.config import CfgNode
 
-from data_objects.augmentation import check_augment_config
+from data_objects.augmentation import AUGMENT_MODES, check_augment_config
 from data_objects.datasets import TrialList
 from data_objects.errors import DataError
 from data_objects.sources import feature_source
@@ -95,7 +95,7 @@ class Experiment:
 # Keys naming an entry of a registry.
 _CHOICE_KEYS = {"DATASET.FEATURES": FRONTENDS, "LOSS.NAME": LOSSES, "MODEL.POOLING": POOLINGS,
                 "EVAL.SCORE_NORM": SCORE_NORMS, "LOSS.MARGIN_SCHEDULE": MARGIN_SCHEDULES,
-                "TRAIN.OPTIMIZER": OPTIMIZERS, "TRAIN.LR_SCHEDULE": LR_SCHEDULES}
+                "TRAIN.OPTIMIZER": OPTIMIZERS, "TRAIN.LR_SCHEDULE": LR_SCHEDULES, "AUGMENT.MODE": AUGMENT_MODES}
 
 
 def load_config(args) -> CfgNode:

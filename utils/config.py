@@ -80,6 +80,9 @@ _C.AUGMENT.NOISE_PROB = 0.0
 # Folder of room impulse responses (wav files, searched recursively) for reverberation.
 _C.AUGMENT.RIR_DIR = ""
 _C.AUGMENT.RIR_PROB = 0.0
+# How reverberation and noise combine: 'independent' (each with its own probability, both may apply) or 'one_of'
+# (at most one: reverberation with RIR_PROB, noise with NOISE_PROB, as WeSpeaker).
+_C.AUGMENT.MODE = "independent"
 # Speed perturbation 0.9 / 1.1, each speed a new speaker (3x the classes).
 _C.AUGMENT.SPEED_PERTURB = False
 # SpecAugment-style masking of the features: probability, widest time mask (frames), widest frequency mask (bins).
