@@ -19,6 +19,7 @@ from yacs.config import CfgNode
 
 from data_objects.audio import HOP_LENGTH, N_BINS, N_FFT, SAMPLE_RATE, TARGET_DBFS, WIN_LENGTH
 from utils.config import ConfigError
+from models.kaldi_fbank import KaldiFbankFrontend
 
 # Floor of the log-mel energies of waveforms scaled to [-1, 1]: 120 dB below full scale, under the noise floor of
 # any recording (a quiet one is not clipped) and above the float32 round-off of the STFT.
@@ -143,7 +144,8 @@ class FbankFrontend(nn.Module):
         return log_mel - log_mel.mean(dim=1, keepdim=True)
 
 
-FRONTENDS: dict[str, type[nn.Module]] = {"spectrogram": SpectrogramFrontend, "fbank": FbankFrontend}
+FRONTENDS: dict[str, type[nn.Module]] = {"spectrogram": SpectrogramFrontend, "fbank": FbankFrontend,
+                                         "kaldi_fbank": KaldiFbankFrontend}
 
 
 def check_frontend_name(name: str) -> None:
