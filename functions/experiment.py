@@ -28,6 +28,7 @@ from functions.run_directory import RunDirectory, RunDirectoryError
 from functions.trainer import NonFiniteLossError, Selection, TrainingInterrupted
 from models import MODEL_NAMES, build_model
 from models.frontends import FRONTENDS
+from models.genotype_network import STEMS
 from models.genotypes import Genotype, GenotypeError, genotype_to_text
 from models.losses import LOSSES
 from models.margin_schedules import MARGIN_SCHEDULES
@@ -95,7 +96,8 @@ class Experiment:
 # Keys naming an entry of a registry.
 _CHOICE_KEYS = {"DATASET.FEATURES": FRONTENDS, "LOSS.NAME": LOSSES, "MODEL.POOLING": POOLINGS,
                 "EVAL.SCORE_NORM": SCORE_NORMS, "LOSS.MARGIN_SCHEDULE": MARGIN_SCHEDULES,
-                "TRAIN.OPTIMIZER": OPTIMIZERS, "TRAIN.LR_SCHEDULE": LR_SCHEDULES, "AUGMENT.MODE": AUGMENT_MODES}
+                "TRAIN.OPTIMIZER": OPTIMIZERS, "TRAIN.LR_SCHEDULE": LR_SCHEDULES, "AUGMENT.MODE": AUGMENT_MODES,
+                "MODEL.STEM": STEMS}
 
 
 def load_config(args) -> CfgNode:

@@ -22,6 +22,7 @@ RECIPE_KEYS = {
     "embedding_dim": "MODEL.EMBEDDING_DIM",
     "classifier": "LOSS.NAME",
     "speed_perturb": "AUGMENT.SPEED_PERTURB",
+    "stem": "MODEL.STEM",
 }
 
 
@@ -35,6 +36,8 @@ def recipe_of(cfg: CfgNode) -> dict[str, str | int]:
         "classifier": classifier_kind(cfg.LOSS.NAME),
         # Speed perturbation triples the classifier's classes.
         "speed_perturb": bool(cfg.AUGMENT.SPEED_PERTURB),
+        # The stems' strides differ, their weights do not: only the recipe tells them apart.
+        "stem": cfg.MODEL.STEM,
     }
 
 

@@ -43,7 +43,8 @@ def test_training_reports_raw_and_asnorm_scores(modern_run):
         assert 0.0 <= results["last_epoch"][key] <= 100.0, key
     checkpoint = load_checkpoint(modern_run / "Model" / "checkpoint_last.pth")
     assert checkpoint_recipe(checkpoint) == {"features": "fbank", "n_features": 40, "pooling": "stats",
-                                             "embedding_dim": 16, "classifier": "cosine", "speed_perturb": False}
+                                             "embedding_dim": 16, "classifier": "cosine", "speed_perturb": False,
+                                             "stem": "published"}
     assert "classifier.bias" not in checkpoint["state_dict"] and "embedding.1.running_mean" in checkpoint["state_dict"]
 
 
@@ -135,7 +136,8 @@ def test_a_checkpoint_without_a_config_has_the_published_recipe():
     published = recipe_of(get_default_config())
     assert checkpoint_recipe({"state_dict": {}}) == published
     assert published == {"features": "spectrogram", "n_features": 257, "pooling": "avg", "embedding_dim": 0,
-                         "classifier": "linear", "speed_perturb": False}
+                         "classifier": "linear", "speed_perturb": False,
+                         "stem": "published"}
     cfg = get_default_config()
     cfg.LOSS.NAME = "am"
     with pytest.raises(CheckpointError, match="classifier linear .* cosine"):

@@ -26,7 +26,8 @@ _C.CUDNN.DETERMINISTIC = False
 _C.CUDNN.ENABLED = True
 
 _C.MODEL = CN()
-# 'model_search' (search network), 'model' (network of a genotype), 'resnet18', 'resnet34'.
+# 'model_search' (search network), 'model' (network of a genotype), 'resnet18', 'resnet34' (torchvision's, the
+# paper's baselines), 'wespeaker_resnet34' (3x3 stride-1 stem, strides 1-2-2-2: models/time_keeping_resnet.py).
 _C.MODEL.NAME = "model"
 # Speakers to classify; 0 takes the number of speakers of the training data, any other value is checked against it.
 _C.MODEL.NUM_CLASSES = 0
@@ -35,6 +36,11 @@ _C.MODEL.INIT_CHANNELS = 16
 _C.MODEL.DROP_PATH_PROB = 0.2
 # ResNet initialisation: '' (Kaiming), 'imagenet' (torchvision weights from the hub cache) or a path to them.
 _C.MODEL.PRETRAINED = ""
+# Base width (channels of the first stage) of 'wespeaker_resnet34'; WeSpeaker's ResNet34 has 32.
+_C.MODEL.RESNET_WIDTH = 32
+# Stem of the genotype network (models/genotype_network.py STEMS): 'published' (three stride-2 convolutions) or
+# 'time_keeping' (time halved once in the stem: a 2-s crop reaches the pooling as 25 frames instead of 7).
+_C.MODEL.STEM = "published"
 # Search space of the search network: 's1', 's2' or 's3'.
 _C.MODEL.SEARCH_SPACE = "s2"
 # Compute only the sampled operation of each edge during search (straight-through gradient to every alpha).
@@ -236,6 +242,7 @@ RANGES: dict[str, Range] = {
     "MODEL.INIT_CHANNELS": Range(2, multiple_of=2),
     "MODEL.DROP_PATH_PROB": _BELOW_1,
     "MODEL.EMBEDDING_DIM": _NON_NEGATIVE,
+    "MODEL.RESNET_WIDTH": _AT_LEAST_1,
     "MODEL.TAU_MAX": _POSITIVE,
     "MODEL.TAU_MIN": _POSITIVE,
     "MODEL.MAX_SKIP_CONNECT": Range(-1),
