@@ -7,8 +7,7 @@ Generates the demo's corpus (python -m data_objects.synthetic), its features (da
 recipe), a noise / room-response folder (python -m data_objects.synthetic_augmentation) and a second corpus of
 other speakers (another seed) whose trials are the held-apart set on which the anchors' demo head is chosen:
 statistics pooling to a 128-d embedding (as the anchors) or the published head (average pooling), one run each,
-each with WeSpeaker's learning-rate decay scaled to the demo's batch or a milder one, on the cell (the ResNet
-takes the cell's choice). Then it trains every row with seeds 0, 1, ... as a user would (the training scripts in
+each with WeSpeaker's learning-rate decay scaled to the demo's batch or a milder one, per network. Then it trains every row with seeds 0, 1, ... as a user would (the training scripts in
 subprocesses, --jobs at a time) and scores veri_test.txt raw and with AS-norm. The table (mean and spread over
 the seeds, parameters, frames reaching the pooling) replaces the recipes section of --output, which is created
 if absent. Runs already measured in --workdir are read back, so an interrupted benchmark continues where it
@@ -127,6 +126,14 @@ class Job:
     name: str
 
 
+def _anchors_choice(recipe: Recipe, chosen: dict[str, str]) -> tuple[tuple[str, ...], str]:
+    """The overrides of a row and its run's name, which names the chosen candidate of an anchors' row."""
+    if not recipe.anchors:
+        return (), recipe.key
+    candidate = chosen[recipe.network]
+    return CANDIDATES[candidate], f"{recipe.key}-choice{list(CANDIDATES).index(candidate)}"
+
+
 def train(job: Job, augmentation: Path, workdir: Path, quick: bool, threads: int) -> dict:
     """The last epoch's metrics of one run, read back from workdir when it was measured before."""
     done = workdir / f"{job.name}.json"
@@ -198,7 +205,7 @@ def _spread(values: list[float]) -> str:
     return f"{mean:.2f} ± {spread:.2f}"
 
 
-def table(results: dict[Recipe, list[dict]], choice: dict[str, dict[str, dict]], chosen: str,
+def table(results: dict[Recipe, list[dict]], choice: dict[str, dict[str, dict]], chosen: dict[str, str],
           seeds: int, quick: bool, minutes: float, threads: int, jobs: int) -> str:
     lines = [
         SECTION_START,
@@ -245,13 +252,12 @@ def table(results: dict[Recipe, list[dict]], choice: dict[str, dict[str, dict]],
     lines += [f"- ResNet-34 under the anchors' recipe ({resnet:.2f} %, AS-norm) against the cell under today's "
               f"modern recipe ({cell_modern:.2f} %): {'no worse' if resnet <= cell_modern else 'worse'}.", "",
               f"The anchors' demo head and learning rates, chosen on held-apart trials (veri_test.txt of a second corpus, generated "
-              f"with seed {HELD_APART_SEED}: other speakers; seed 0, EER with AS-norm), on the cell's runs; the ResNet "
-              "takes the same:", "",
+              f"with seed {HELD_APART_SEED}: other speakers; seed 0, EER with AS-norm), each network on its own runs:", "",
               "| Network | Head and learning rate | EER AS-norm (%) held apart | Chosen |", "|---|---|---|---|"]
     for network, by_head in choice.items():
         for head, metrics in by_head.items():
             lines.append(f"| {network} | {head} | {metrics['eer_asnorm']:.2f} | "
-                         f"{'yes' if chosen == head else ''} |")
+                         f"{'yes' if chosen[network] == head else ''} |")
     lines += ["", "Frames x bins reaching the pooling, and parameters of each trunk with the published head "
               "(average pooling, a linear classifier of 24 speakers), so that the trunks compare; the statistics "
               "pooling and embedding layer of a row or of exps/modern/ add theirs (WeSpeaker's ResNet34 is 6.6 M "
@@ -291,16 +297,17 @@ def main() -> int:
         workdir = Path(args.workdir or temporary)
         workdir.mkdir(parents=True, exist_ok=True)
         corpus, held_apart, augmentation = prepare(workdir)
-        # Chosen on the cell's runs and taken by both networks: the ResNet's own would cost as many runs again.
-        cell = next(recipe for recipe in RECIPES if recipe.anchors and recipe.network == CELL)
-        choice_jobs = [Job(cell, 0, held_apart, overrides, f"held_apart-{cell.key}-{index}")
-                       for index, overrides in enumerate(CANDIDATES.values())]
+        anchors = [recipe for recipe in RECIPES if recipe.anchors]
+        choice_jobs = [Job(recipe, 0, held_apart, overrides, f"held_apart-{recipe.key}-{index}")
+                       for recipe in anchors for index, overrides in enumerate(CANDIDATES.values())]
         measured = run_all(choice_jobs, augmentation, workdir, args.quick, args.threads, args.jobs)
-        choice = {CELL: dict(zip(CANDIDATES, measured))}
-        chosen = min(choice[CELL], key=lambda candidate: choice[CELL][candidate]["eer_asnorm"])
+        choice = {recipe.network: dict(zip(CANDIDATES, measured[index * len(CANDIDATES):]))
+                  for index, recipe in enumerate(anchors)}
+        chosen = {network: min(by_candidate, key=lambda candidate: by_candidate[candidate]["eer_asnorm"])
+                  for network, by_candidate in choice.items()}
         # Seed by seed, so that an interrupted benchmark has the same seeds of every row.
-        jobs = [Job(recipe, seed, corpus, CANDIDATES[chosen] if recipe.anchors else (), f"{recipe.key}-seed{seed}")
-                for seed in range(args.seeds) for recipe in RECIPES]
+        jobs = [Job(recipe, seed, corpus, overrides, f"{name}-seed{seed}") for seed in range(args.seeds)
+                for recipe in RECIPES for overrides, name in [_anchors_choice(recipe, chosen)]]
         measured = run_all(jobs, augmentation, workdir, args.quick, args.threads, args.jobs)
     results: dict[Recipe, list[dict]] = {}
     for job, metrics in zip(jobs, measured):
