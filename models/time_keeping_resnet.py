@@ -41,6 +41,10 @@ class BasicBlock(nn.Module):
 class TimeKeepingResNet(SpeakerHead, nn.Module):
     """train mode: `forward(x)` gives the classifier's outputs; eval mode: the embedding."""
 
+    # oneDNN (torch 2.14, CPU) crashes with a segmentation fault in this network's backward pass on channels-last
+    # 100-frame x 80-bin batches; the trainer leaves its layout alone (functions/trainer.py).
+    channels_last = False
+
     def __init__(self, blocks_per_stage: tuple[int, ...], num_classes: int, width: int = 32,
                  head: HeadSpec = HeadSpec()) -> None:
         super().__init__()

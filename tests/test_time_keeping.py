@@ -70,3 +70,13 @@ def test_the_published_stem_is_the_default_and_the_stem_is_part_of_the_recipe():
 def test_bad_network_values_are_config_errors(override, named, tmp_path):
     with pytest.raises(ConfigError, match=named):
         load_config(argparse.Namespace(cfg=None, opts=["DATASET.DATA_DIR", str(tmp_path), *override]))
+
+
+def test_wespeaker_resnet34_keeps_its_layout_where_onednn_crashed():
+    from functions.trainer import use_faster_memory_format
+
+    model = build_model(config("wespeaker_resnet34", RESNET_WIDTH=2), 3)
+    use_faster_memory_format(model, torch.device("cpu"))
+    assert model.stem[0].weight.is_contiguous()
+    # The shape whose channels-last backward was a segmentation fault (fbank's 100 frames of 80 bins).
+    model(torch.randn(2, 100, 80)).sum().backward()
