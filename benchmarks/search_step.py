@@ -16,7 +16,7 @@ from benchmarks.common import (
     NetworkSize, Row, available_memory_bytes, bytes_text, experiment_config, interleaved_medians, peak_memory_of,
     seconds_text, seeded, trainer_for,
 )
-from functions.experiment import adam
+from functions.optimisers import adam
 from functions.trainer import ArchitectureStep, Trainer
 from models.search_network import MixedOp, SearchNetwork
 

@@ -13,7 +13,7 @@ from torch import nn
 from benchmarks.common import (
     NetworkSize, Row, experiment_config, interleaved_medians, seconds_text, seeded, trainer_for,
 )
-from functions.experiment import adam
+from functions.optimisers import adam
 from models.genotype_network import GenotypeNetwork
 from models.genotypes import AUTOSPEECH
 

@@ -1,6 +1,10 @@
 """Augmentation of training items (SPEC §13): additive noise, reverberation, speed perturbation on the waveform,
 SpecAugment masks on the features. Evaluation items are never augmented.
 
+AUGMENT.MODE says how reverberation and noise combine (`AUGMENT_MODES`): `independent` draws each with its own
+probability (both may apply); `one_of` applies at most one, reverberation with probability RIR_PROB and noise
+with NOISE_PROB (WeSpeaker's: one of them with total probability 0.6 is RIR_PROB 0.3 and NOISE_PROB 0.3).
+
 Every random draw uses torch's generator, which the training loader seeds per item from (seed, epoch, index)
 (functions/data_loading.py): an item's augmentation is a function of those three numbers, whichever process or
 worker draws it, so exact resume holds with augmentation on. An augmentation whose probability is 0 is not built
@@ -27,7 +31,8 @@ from data_objects.errors import AudioError, DataError
 from utils.config import ConfigError
 from utils.run_logging import get_logger
 
-# MUSAN's sub-folders: (SNR range in dB, how many files are summed: (fewest, most)); 'speech' makes babble.
+# MUSAN's sub-folders: (SNR range in dB, how many files are summed: (fewest, most)); 'speech' makes babble, each
+# of its files at an SNR of its own (as voxceleb_trainer), so that 5 files at 15 dB each sum to about 8 dB.
 NOISE_KINDS: dict[str, tuple[tuple[float, float], tuple[int, int]]] = {
     "noise": ((0.0, 15.0), (1, 1)),
     "music": ((5.0, 15.0), (1, 1)),
@@ -92,24 +97,33 @@ def tile(samples: np.ndarray, n_samples: int) -> np.ndarray:
 
 def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
     """speech + noise scaled so that the speech-to-noise power ratio is `snr_db`; silent noise adds nothing."""
+    return mix_at_snrs(speech, [noise], [snr_db])
+
+
+def mix_at_snrs(speech: np.ndarray, noises: Sequence[np.ndarray], snrs_db: Sequence[float]) -> np.ndarray:
+    """speech + each noise scaled so that its own power ratio to the speech is its SNR; silent noise adds nothing."""
     speech_power = float(np.mean(np.square(speech, dtype=np.float64)))
-    noise_power = float(np.mean(np.square(noise, dtype=np.float64)))
-    if noise_power == 0.0 or speech_power == 0.0:
+    if speech_power == 0.0:
         return speech
-    scale = np.sqrt(speech_power / (noise_power * 10.0 ** (snr_db / 10.0)))
-    return (speech + scale * noise).astype(np.float32)
+    mixed = speech.astype(np.float64)
+    for noise, snr_db in zip(noises, snrs_db):
+        noise_power = float(np.mean(np.square(noise, dtype=np.float64)))
+        if noise_power > 0.0:
+            mixed = mixed + np.sqrt(speech_power / (noise_power * 10.0 ** (snr_db / 10.0))) * noise
+    return mixed.astype(np.float32)
 
 
 @dataclass(frozen=True)
 class NoiseDraw:
     kind: str
-    noise: np.ndarray
-    snr_db: float
+    noises: tuple[np.ndarray, ...]
+    snrs_db: tuple[float, ...]
 
 
 class AdditiveNoise:
     """Noise, music or babble from a folder in MUSAN's layout (noise/, music/, speech/), each kind equally likely
-    among those present, at an SNR drawn uniformly from the kind's range; babble sums 3-7 speech files."""
+    among those present, at an SNR drawn uniformly from the kind's range; babble sums 3-7 different speech files
+    (drawn without replacement; at most as many as the folder holds), each at its own SNR."""
 
     def __init__(self, folder: str | os.PathLike) -> None:
         folder = Path(folder)
@@ -126,14 +140,14 @@ class AdditiveNoise:
         kind = self.kinds[randint(0, len(self.kinds) - 1)]
         (low_snr, high_snr), (fewest, most) = NOISE_KINDS[kind]
         files = self.files[kind]
-        noise = np.zeros(n_samples, dtype=np.float32)
-        for _ in range(randint(fewest, most)):
-            noise += read_random_span(files[randint(0, len(files) - 1)], n_samples)
-        return NoiseDraw(kind, noise, uniform(low_snr, high_snr))
+        count = min(randint(fewest, most), len(files))
+        chosen = torch.randperm(len(files))[:count].tolist()
+        noises = tuple(read_random_span(files[index], n_samples) for index in chosen)
+        return NoiseDraw(kind, noises, tuple(uniform(low_snr, high_snr) for _ in chosen))
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         draw = self.draw(len(samples))
-        return mix_at_snr(samples, draw.noise, draw.snr_db)
+        return mix_at_snrs(samples, draw.noises, draw.snrs_db)
 
 
 def reverberate(samples: np.ndarray, rir: np.ndarray) -> np.ndarray:
@@ -174,7 +188,8 @@ def change_speed(samples: np.ndarray, speed: float) -> np.ndarray:
 
 
 class WaveformAugmentation:
-    """Reverberation, then additive noise (as the anchors' recipes order them), each with its own probability."""
+    """`independent`: reverberation, then additive noise (as the anchors' recipes order them), each with its own
+    probability."""
 
     def __init__(self, steps: Sequence[tuple[float, Callable[[np.ndarray], np.ndarray]]]) -> None:
         self.steps = list(steps)
@@ -184,6 +199,24 @@ class WaveformAugmentation:
             if float(torch.rand(())) < probability:
                 samples = transform(samples)
         return samples
+
+
+class OneOfAugmentation(WaveformAugmentation):
+    """`one_of`: one draw picks at most one step, each with its probability (they sum to at most 1)."""
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        draw = float(torch.rand(()))
+        for probability, transform in self.steps:
+            if draw < probability:
+                return transform(samples)
+            draw -= probability
+        return samples
+
+
+AUGMENT_MODES: dict[str, type[WaveformAugmentation]] = {
+    "independent": WaveformAugmentation,
+    "one_of": OneOfAugmentation,
+}
 
 
 class SpecAugment:
@@ -214,6 +247,9 @@ def check_augment_config(cfg: CfgNode) -> None:
             raise ConfigError(f"AUGMENT.{probability} {augment[probability]} needs AUGMENT.{folder} ({what})")
     on_waveforms = [f"AUGMENT.{key}" for key in ("NOISE_PROB", "RIR_PROB") if augment[key] > 0.0]
     on_waveforms += ["AUGMENT.SPEED_PERTURB"] if augment.SPEED_PERTURB else []
+    if augment.MODE == "one_of" and augment.NOISE_PROB + augment.RIR_PROB > 1.0:
+        raise ConfigError(f"AUGMENT.MODE one_of applies one of noise and reverberation: AUGMENT.NOISE_PROB + "
+                          f"AUGMENT.RIR_PROB must be at most 1, got {augment.NOISE_PROB + augment.RIR_PROB:g}")
     if on_waveforms and cfg.DATASET.FEATURES == "spectrogram":
         raise ConfigError(f"{', '.join(on_waveforms)} need waveforms: set DATASET.FEATURES fbank (the spectrogram "
                           f"recipe reads precomputed features and takes AUGMENT.SPECAUGMENT_PROB only)")
@@ -226,7 +262,7 @@ def build_waveform_augmentation(cfg: CfgNode) -> WaveformAugmentation | None:
     noise = AdditiveNoise(augment.NOISE_DIR) if augment.NOISE_DIR else None
     steps = [(probability, transform) for probability, transform in
              ((augment.RIR_PROB, reverberation), (augment.NOISE_PROB, noise)) if transform and probability > 0.0]
-    return WaveformAugmentation(steps) if steps else None
+    return AUGMENT_MODES[augment.MODE](steps) if steps else None
 
 
 def build_spec_augment(cfg: CfgNode) -> SpecAugment | None:

@@ -51,10 +51,16 @@ class WavFiles:
             raise ConfigError(f"DATASET.PARTIAL_N_FRAMES must be at least 3 with DATASET.FEATURES fbank (a crop must "
                               f"be longer than half the {N_FFT}-point FFT), got {n_frames}")
         self.cfg = cfg
-        self.frontend = build_frontend(cfg)
+        self.frontend = build_frontend(cfg).eval()
+        shortest = getattr(self.frontend, "shortest_input", 0)
+        if samples_for_frames(n_frames) < shortest:
+            raise ConfigError(f"DATASET.PARTIAL_N_FRAMES {n_frames} is too short for DATASET.FEATURES "
+                              f"{cfg.DATASET.FEATURES}: its crops of {samples_for_frames(n_frames)} samples hold no "
+                              f"frame of {shortest}")
 
     def _train_set(self, classes, utterances) -> WavCropDataset:
-        return WavCropDataset(classes, utterances, self.frontend, self.cfg.DATASET.PARTIAL_N_FRAMES,
+        # A front-end of its own, in training mode: one that draws (Kaldi's dither) draws per item there only.
+        return WavCropDataset(classes, utterances, build_frontend(self.cfg), self.cfg.DATASET.PARTIAL_N_FRAMES,
                               augmentation.speeds(self.cfg), augmentation.build_waveform_augmentation(self.cfg),
                               augmentation.build_spec_augment(self.cfg))
 
@@ -79,7 +85,7 @@ class WavFiles:
                                  self.frontend, self.cfg.DATASET.PARTIAL_N_FRAMES, classes, len(classes))
 
 
-FEATURE_SOURCES = {"spectrogram": PrecomputedSpectrograms, "fbank": WavFiles}
+FEATURE_SOURCES = {"spectrogram": PrecomputedSpectrograms, "fbank": WavFiles, "kaldi_fbank": WavFiles}
 
 
 def feature_source(cfg: CfgNode) -> PrecomputedSpectrograms | WavFiles:

@@ -108,7 +108,8 @@ class WavCropDataset(Dataset):
                         for speaker in self.speakers]
         self.num_classes = len(self.classes)
         self.utterances = list(utterances)
-        self.frontend = frontend.eval()
+        # As given: a front-end in training mode may draw (Kaldi's dither), from the generator seeded per item.
+        self.frontend = frontend
         self.partial_n_frames = partial_n_frames
         self.waveform_augmentation = waveform_augmentation
         self.feature_augmentation = feature_augmentation

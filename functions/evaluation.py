@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from functions.distributed import DistributedContext, all_gather_objects
 from functions.metrics import equal_error_point, minimum_detection_cost, topk_correct
-from functions.score_norm import score_normalisation, speaker_means
+from functions.score_norm import centred, score_normalisation, speaker_means
 from functions.trainer import use_faster_memory_format
 from utils.files import write_text_atomically
 from utils.progress import progress
@@ -128,6 +128,8 @@ class CohortScoring:
     name: str
     utterances: Dataset
     size: int
+    # EVAL.SCORE_NORM_MEAN: subtract the training utterances' mean embedding before normalising.
+    subtract_mean: bool = False
 
 
 def score_trials(embeddings: torch.Tensor, first: Sequence[int], second: Sequence[int]) -> np.ndarray:
@@ -186,6 +188,10 @@ def normalised_scores(
     if normalise is None:
         return {}
     cohort_embeddings, speakers, _ = embed_utterances(model, cohort.utterances, ctx, num_workers, desc="cohort")
+    if cohort.subtract_mean:
+        embeddings, cohort_embeddings = centred(embeddings, cohort_embeddings), centred(cohort_embeddings,
+                                                                                          cohort_embeddings)
+        scores = score_trials(embeddings, first, second)
     return {cohort.name: normalise(scores, embeddings, first, second, speaker_means(cohort_embeddings, speakers),
                                    cohort.size)}
 

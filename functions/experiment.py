@@ -14,20 +14,24 @@ from torch import nn
 from torch.utils.data import Dataset
 from yacs.config import CfgNode
 
-from data_objects.augmentation import check_augment_config
+from data_objects.augmentation import AUGMENT_MODES, check_augment_config
 from data_objects.datasets import TrialList
 from data_objects.errors import DataError
 from data_objects.sources import feature_source
 from functions.distributed import DistributedContext, broadcast_object, init_distributed
 from functions.evaluation import CohortScoring, evaluate_identification, evaluate_verification
 from functions.lr_scaling import check_rule
+from functions.lr_schedules import LR_SCHEDULES
+from functions.optimisers import OPTIMIZERS, check_optimizer_config
 from functions.score_norm import SCORE_NORMS, score_normalisation
 from functions.run_directory import RunDirectory, RunDirectoryError
 from functions.trainer import NonFiniteLossError, Selection, TrainingInterrupted
 from models import MODEL_NAMES, build_model
 from models.frontends import FRONTENDS
+from models.genotype_network import STEMS
 from models.genotypes import Genotype, GenotypeError, genotype_to_text
 from models.losses import LOSSES
+from models.margin_schedules import MARGIN_SCHEDULES
 from models.pooling import POOLINGS
 from models.search_spaces import SEARCH_SPACES
 from utils.checkpoint import CheckpointError
@@ -91,7 +95,9 @@ class Experiment:
 
 # Keys naming an entry of a registry.
 _CHOICE_KEYS = {"DATASET.FEATURES": FRONTENDS, "LOSS.NAME": LOSSES, "MODEL.POOLING": POOLINGS,
-                "EVAL.SCORE_NORM": SCORE_NORMS}
+                "EVAL.SCORE_NORM": SCORE_NORMS, "LOSS.MARGIN_SCHEDULE": MARGIN_SCHEDULES,
+                "TRAIN.OPTIMIZER": OPTIMIZERS, "TRAIN.LR_SCHEDULE": LR_SCHEDULES, "AUGMENT.MODE": AUGMENT_MODES,
+                "MODEL.STEM": STEMS}
 
 
 def load_config(args) -> CfgNode:
@@ -107,6 +113,7 @@ def load_config(args) -> CfgNode:
             f"unknown MODEL.SEARCH_SPACE '{cfg.MODEL.SEARCH_SPACE}'; valid names: {', '.join(SEARCH_SPACES)}"
         )
     check_augment_config(cfg)
+    check_optimizer_config(cfg)
     check_search_config(cfg)
     if not cfg.DATASET.DATA_DIR:
         raise ConfigError("DATASET.DATA_DIR is not set; add `DATASET.DATA_DIR /path/to/VoxCeleb1` to the command")
@@ -156,30 +163,6 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad and p.dim() > 0)
 
 
-def cosine_schedule(
-    cfg: CfgNode, optimizer: torch.optim.Optimizer, lr_scale: float = 1.0
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """Cosine annealing from TRAIN.LR to TRAIN.LR_MIN (both times `lr_scale`) over TRAIN.END_EPOCH epochs, stepped
-    after each epoch.
-
-    With TRAIN.PUBLISHED_LR_LAG epoch e trains at lr(max(0, e - 1)), as the published scripts' `step(epoch)` did
-    (it sets the closed form at `epoch` after that epoch has run)."""
-    if not cfg.TRAIN.PUBLISHED_LR_LAG:
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.TRAIN.END_EPOCH,
-                                                          eta_min=cfg.TRAIN.LR_MIN * lr_scale)
-    floor, epochs = cfg.TRAIN.LR_MIN / cfg.TRAIN.LR, cfg.TRAIN.END_EPOCH
-
-    def lagged_factor(epoch: int) -> float:
-        return floor + (1 - floor) * (1 + math.cos(math.pi * max(0, epoch - 1) / epochs)) / 2
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lagged_factor)
-
-
-def adam(cfg: CfgNode, parameters, lr_scale: float = 1.0) -> torch.optim.Adam:
-    return torch.optim.Adam(parameters, lr=cfg.TRAIN.LR * lr_scale, betas=(cfg.TRAIN.BETA1, cfg.TRAIN.BETA2),
-                            weight_decay=cfg.TRAIN.WD)
-
-
 # ----- data: from the source DATASET.FEATURES names (data_objects/sources.py) -----
 def identification_train_set(cfg: CfgNode, partition: str = "train") -> Dataset:
     return feature_source(cfg).identification_train_set(partition)
@@ -198,7 +181,8 @@ def cohort_scoring(cfg: CfgNode) -> CohortScoring | None:
     None when scores are not normalised."""
     if score_normalisation(cfg.EVAL.SCORE_NORM) is None:
         return None
-    return CohortScoring(cfg.EVAL.SCORE_NORM, feature_source(cfg).verification_cohort_set(), cfg.EVAL.COHORT_SIZE)
+    return CohortScoring(cfg.EVAL.SCORE_NORM, feature_source(cfg).verification_cohort_set(), cfg.EVAL.COHORT_SIZE,
+                         cfg.EVAL.SCORE_NORM_MEAN)
 
 
 def trial_list(cfg: CfgNode, trials: str | None = None) -> TrialList:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import yaml
 from yacs.config import CfgNode
 
-from models.losses import classifier_kind
+from models.losses import LOSSES, classifier_kind
 from models.speaker_head import feature_dimension
 from utils.checkpoint import CheckpointError
 from utils.config import get_default_config
@@ -21,6 +21,8 @@ RECIPE_KEYS = {
     "pooling": "MODEL.POOLING",
     "embedding_dim": "MODEL.EMBEDDING_DIM",
     "classifier": "LOSS.NAME",
+    "speed_perturb": "AUGMENT.SPEED_PERTURB",
+    "stem": "MODEL.STEM",
 }
 
 
@@ -32,7 +34,26 @@ def recipe_of(cfg: CfgNode) -> dict[str, str | int]:
         "pooling": cfg.MODEL.POOLING,
         "embedding_dim": cfg.MODEL.EMBEDDING_DIM,
         "classifier": classifier_kind(cfg.LOSS.NAME),
+        # Speed perturbation triples the classifier's classes.
+        "speed_perturb": bool(cfg.AUGMENT.SPEED_PERTURB),
+        # The stems' strides differ, their weights do not: only the recipe tells them apart.
+        "stem": cfg.MODEL.STEM,
     }
+
+
+def _typed(key: str, value, default):
+    """A stored value as the type of its default (a YAML dump may hold 80 as '80'); CheckpointError when it is not
+    one."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise CheckpointError(f"the checkpoint's stored config has {key} {value!r}, not True or False")
+    if isinstance(default, (int, float)):
+        try:
+            return type(default)(value)
+        except (TypeError, ValueError):
+            raise CheckpointError(f"the checkpoint's stored config has {key} {value!r}, not a number") from None
+    return str(value) if isinstance(default, str) else value
 
 
 def _stored_config(checkpoint: dict) -> CfgNode:
@@ -51,7 +72,10 @@ def _stored_config(checkpoint: dict) -> CfgNode:
         if isinstance(keys, dict) and isinstance(cfg.get(section), CfgNode):
             for key, value in keys.items():
                 if key in cfg[section]:
-                    cfg[section][key] = value
+                    cfg[section][key] = _typed(f"{section}.{key}", value, cfg[section][key])
+    if cfg.LOSS.NAME not in LOSSES:
+        raise CheckpointError(f"the checkpoint's stored config has an unknown LOSS.NAME '{cfg.LOSS.NAME}'; "
+                              f"known: {', '.join(LOSSES)}")
     return cfg
 
 
@@ -62,7 +86,11 @@ def checkpoint_recipe(checkpoint: dict) -> dict[str, str | int]:
 
 def check_recipe(checkpoint: dict, cfg: CfgNode, source: str) -> None:
     """Raise CheckpointError naming the first recipe entry in which `cfg` differs from the checkpoint `source`."""
-    trained, wanted = checkpoint_recipe(checkpoint), recipe_of(cfg)
+    try:
+        trained = checkpoint_recipe(checkpoint)
+    except CheckpointError as error:
+        raise CheckpointError(f"{source}: {error}") from None
+    wanted = recipe_of(cfg)
     for entry, key in RECIPE_KEYS.items():
         if trained[entry] != wanted[entry]:
             raise CheckpointError(

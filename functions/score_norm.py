@@ -2,9 +2,13 @@
 
 `asnorm` (adaptive symmetric normalisation, Matejka et al., 2017): for a trial of utterances e and t with
 cosine score s, S_e holds the top-N cosine scores of e against a cohort and S_t those of t;
-s_norm = ((s - mean S_e) / std S_e + (s - mean S_t) / std S_t) / 2, std the sample standard deviation
-(N - 1 in the denominator). The cohort is one embedding per training speaker: the mean of the speaker's
-L2-normalised utterance embeddings.
+s_norm = ((s - mean S_e) / std S_e + (s - mean S_t) / std S_t) / 2, std the population standard deviation
+(N in the denominator, as WeSpeaker's score_norm). The cohort is one embedding per training speaker: the mean
+of the speaker's L2-normalised utterance embeddings.
+
+With EVAL.SCORE_NORM_MEAN (WeSpeaker's cal_mean) the mean of the training utterances' embeddings is first
+subtracted from every trial and cohort embedding (`centred`), and s is the cosine of the centred trial
+embeddings: the direction all embeddings share carries no speaker and inflates every cosine.
 """
 from __future__ import annotations
 
@@ -30,10 +34,16 @@ def speaker_means(embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 
 def _top_cohort_statistics(embeddings: torch.Tensor, cohort: torch.Tensor, size: int) -> tuple[torch.Tensor, ...]:
-    """Mean and sample standard deviation of each embedding's `size` highest cosine scores against the cohort."""
+    """Mean and population standard deviation of each embedding's `size` highest cosine scores against the
+    cohort."""
     scores = F.normalize(embeddings.double(), dim=1) @ F.normalize(cohort.double(), dim=1).T
     top = scores.topk(min(size, cohort.size(0)), dim=1).values
-    return top.mean(dim=1), top.std(dim=1).clamp_min(STD_FLOOR)
+    return top.mean(dim=1), top.std(dim=1, correction=0).clamp_min(STD_FLOOR)
+
+
+def centred(embeddings: torch.Tensor, training_embeddings: torch.Tensor) -> torch.Tensor:
+    """`embeddings` minus the mean of the training utterances' embeddings (float64)."""
+    return embeddings.double() - training_embeddings.double().mean(dim=0)
 
 
 def adaptive_symmetric_norm(

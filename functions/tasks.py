@@ -10,9 +10,11 @@ from functions.data_loading import training_loader
 from functions.distributed import run_in_process_group
 from functions.evaluation import evaluate_identification, evaluate_verification, write_score_file
 from functions.lr_scaling import lr_scale
+from functions.lr_schedules import build_lr_schedule
+from functions.optimisers import build_optimizer
 from functions.experiment import (
-    IDENTIFICATION_SELECTION, VERIFICATION_SELECTION, Experiment, adam, build_network,
-    class_count, cohort_scoring, cosine_schedule, count_parameters, entropy_of_rows, genotype_text,
+    IDENTIFICATION_SELECTION, VERIFICATION_SELECTION, Experiment, build_network,
+    class_count, cohort_scoring, count_parameters, entropy_of_rows, genotype_text,
     identification_test_set, identification_train_set, identification_validator, inference_recipe,
     initial_checkpoint_file, model_state, start_experiment, trial_list, verification_train_set,
     verification_validator, write_results,
@@ -88,8 +90,8 @@ def _train(args, task: str, logs_kind: str) -> int:
     if initial is not None:
         notes.append(f"weights from --init_from {args.init_from} (epoch {initial.get('epoch')} of that run); "
                      "the schedule starts at epoch 0")
-    optimizer = adam(cfg, model.parameters())
-    scheduler = cosine_schedule(cfg, optimizer)
+    optimizer = build_optimizer(cfg, model.parameters())
+    scheduler = build_lr_schedule(cfg, optimizer)
     loader = training_loader(train_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED, ctx, cfg.DATASET.NUM_WORKERS,
                              cfg.TRAIN.MAX_STEPS_PER_EPOCH)
     if task == "identification":
@@ -200,12 +202,12 @@ def _search(args) -> int:
         load_state_dict_strict(model, model_state(checkpoint))
     global_batch = cfg.TRAIN.BATCH_SIZE * ctx.world_size
     scale = lr_scale(cfg.TRAIN.SEARCH_LR_SCALING, global_batch, cfg.TRAIN.SEARCH_REFERENCE_BATCH)
-    optimizer = adam(cfg, model.weight_parameters(), scale)
+    optimizer = build_optimizer(cfg, model.weight_parameters(), scale)
     arch_optimizer = torch.optim.Adam(
         model.arch_parameters(), lr=cfg.TRAIN.ARCH_LR * scale, betas=(cfg.TRAIN.ARCH_BETA1, cfg.TRAIN.ARCH_BETA2),
         weight_decay=cfg.TRAIN.ARCH_WD,
     )
-    scheduler = cosine_schedule(cfg, optimizer, scale)
+    scheduler = build_lr_schedule(cfg, optimizer)
     loader = training_loader(train_set, cfg.TRAIN.BATCH_SIZE, cfg.SEED, ctx, cfg.DATASET.NUM_WORKERS,
                              cfg.TRAIN.MAX_STEPS_PER_EPOCH)
     arch_loader = training_loader(arch_set, cfg.TRAIN.ARCH_BATCH_SIZE or cfg.TRAIN.BATCH_SIZE, cfg.SEED + 1, ctx,

@@ -136,8 +136,10 @@ def use_faster_memory_format(model: nn.Module, device: torch.device, mixed_preci
     channels-last tensors: a training step takes 1.3-1.8x less time. On CUDA only half-precision autocast gains
     (the paper-size training step on an H200: 80 ms instead of 91 ms); in float32 channels-last was slower there
     (107 ms against 98 ms), so float32 CUDA models keep their layout (benchmarks/README.md). Only float rounding
-    changes.
+    changes. A network whose `channels_last` attribute is False keeps its layout.
     """
+    if not getattr(model, "channels_last", True):
+        return
     if device.type == "cpu" or (device.type == "cuda" and mixed_precision):
         model.to(memory_format=torch.channels_last)
 

@@ -15,7 +15,7 @@ from models.genotypes import AUTOSPEECH, Genotype, GenotypeError, genotype_to_te
 from models.search_network import SearchNetwork, derive_genotype  # noqa: E402
 from models.speaker_head import HeadSpec  # noqa: E402
 
-MODEL_NAMES = ("model_search", "model", "resnet18", "resnet34")
+MODEL_NAMES = ("model_search", "model", "resnet18", "resnet34", "wespeaker_resnet34")
 
 __all__ = [
     "AUTOSPEECH",
@@ -49,10 +49,14 @@ def build_model(cfg: CfgNode, num_classes: int, genotype: Genotype | None = None
     if name == "model":
         if genotype is None:
             raise ValueError("MODEL.NAME 'model' needs a genotype (e.g. --text_arch or a checkpoint's 'genotype')")
-        return GenotypeNetwork(cfg.MODEL.INIT_CHANNELS, num_classes, cfg.MODEL.LAYERS, genotype, head)
+        return GenotypeNetwork(cfg.MODEL.INIT_CHANNELS, num_classes, cfg.MODEL.LAYERS, genotype, head, cfg.MODEL.STEM)
     if name in ("resnet18", "resnet34"):
         # Importing torchvision takes seconds; the cell networks never need it.
         from models.resnet import build_resnet
 
         return build_resnet(name, num_classes, cfg.MODEL.PRETRAINED, head)
+    if name == "wespeaker_resnet34":
+        from models.time_keeping_resnet import build_time_keeping_resnet
+
+        return build_time_keeping_resnet(name, num_classes, cfg.MODEL.RESNET_WIDTH, head)
     raise ValueError(f"unknown MODEL.NAME {name!r}; valid names: {', '.join(MODEL_NAMES)}")

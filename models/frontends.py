@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
+from models.kaldi_fbank import KaldiFbankFrontend
 from utils.config import ConfigError
 from utils.feature_constants import HOP_LENGTH, N_BINS, N_FFT, SAMPLE_RATE, TARGET_DBFS, WIN_LENGTH
 
@@ -146,7 +147,8 @@ class FbankFrontend(nn.Module):
         return log_mel - log_mel.mean(dim=1, keepdim=True)
 
 
-FRONTENDS: dict[str, type[nn.Module]] = {"spectrogram": SpectrogramFrontend, "fbank": FbankFrontend}
+FRONTENDS: dict[str, type[nn.Module]] = {"spectrogram": SpectrogramFrontend, "fbank": FbankFrontend,
+                                         "kaldi_fbank": KaldiFbankFrontend}
 
 
 def check_frontend_name(name: str) -> None:

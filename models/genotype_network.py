@@ -10,6 +10,15 @@ from models.genotypes import Genotype, validate_genotype
 from models.operations import OPS, FactorizedReduce, Identity, ReLUConvBN, drop_path
 from models.speaker_head import HeadSpec, SpeakerHead, halved
 
+# MODEL.STEM: the (time, frequency) strides of stem0's two convolutions; stem1 and the first cell's
+# FactorizedReduce halve both axes after them. 'published' halves time three times before the cells (a 2-s crop
+# reaches the pooling as 7 frames); 'time_keeping' halves only frequency in stem0, so time is divided by 8 in all
+# (25 frames for 2 s) and frequency by 32 as before.
+STEMS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
+    "published": ((2, 2), (2, 2)),
+    "time_keeping": ((1, 2), (1, 2)),
+}
+
 
 class GenotypeCell(nn.Module):
     def __init__(
@@ -55,16 +64,20 @@ class GenotypeNetwork(SpeakerHead, nn.Module):
     `x` is [B, T, F] (time, frequency; F = head.n_features). Set `drop_path_prob` during training (0 by default).
     """
 
-    def __init__(self, C: int, num_classes: int, layers: int, genotype: Genotype, head: HeadSpec = HeadSpec()) -> None:
+    def __init__(self, C: int, num_classes: int, layers: int, genotype: Genotype, head: HeadSpec = HeadSpec(),
+                 stem: str = "published") -> None:
         super().__init__()
         validate_genotype(genotype)
+        if stem not in STEMS:
+            raise ValueError(f"unknown MODEL.STEM {stem!r}; known: {', '.join(STEMS)}")
         self.genotype = genotype
         self.drop_path_prob = 0.0
+        first_stride, second_stride = STEMS[stem]
         self.stem0 = nn.Sequential(
-            nn.Conv2d(1, C // 2, kernel_size=3, stride=2, padding=1, bias=False),
+            nn.Conv2d(1, C // 2, kernel_size=3, stride=first_stride, padding=1, bias=False),
             nn.BatchNorm2d(C // 2),
             nn.ReLU(inplace=True),
-            nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
+            nn.Conv2d(C // 2, C, 3, stride=second_stride, padding=1, bias=False),
             nn.BatchNorm2d(C),
         )
         # Not in place: stem0's output is also the first cell's input.

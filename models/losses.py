@@ -4,13 +4,15 @@
 use a cosine classifier (rows of the weight matrix and the embedding L2-normalised, so its outputs are cos theta)
 and give the target class a penalised logit before a plain cross-entropy:
 
-- `aam` (additive angular margin, ArcFace): target s * cos(theta + m), theta + m capped at pi so that the target
-  logit keeps falling as theta grows; other classes s * cos(theta).
+- `aam` (additive angular margin, ArcFace): target s * cos(theta + m) while theta < pi - m; beyond, where
+  cos(theta + m) would turn back up, s * (cos(theta) - m * sin(pi - m)) (ArcFace's form with easy_margin off, as
+  WeSpeaker and voxceleb_trainer have it), so the target logit keeps falling and its gradient is never zero;
+  other classes s * cos(theta).
 - `am` (additive margin, AM-softmax): target s * (cos(theta) - m); other classes s * cos(theta).
 
-The margin rises linearly from 0 at epoch 0 to LOSS.MARGIN at epoch LOSS.MARGIN_WARMUP_EPOCHS. It is a function
-of the epoch only (`set_epoch`), so a resumed run uses the margin a run never stopped would have used. The loss
-is computed in float32, also under mixed precision.
+The margin follows LOSS.MARGIN_SCHEDULE (models/margin_schedules.py) up to LOSS.MARGIN at epoch
+LOSS.MARGIN_WARMUP_EPOCHS. It is a function of the epoch only (`set_epoch`), so a resumed run uses the margin a
+run never stopped would have used. The loss is computed in float32, also under mixed precision.
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode
 
-# Keeps acos away from +-1, where its gradient is unbounded.
+from models.margin_schedules import margin_at
+
+# Keeps sin theta = sqrt(1 - cos^2 theta) away from 0, where its gradient is unbounded.
 COSINE_LIMIT = 1.0 - 1e-7
 
 
@@ -59,13 +63,12 @@ class _MarginLoss(nn.Module):
     def __init__(self, cfg: CfgNode) -> None:
         super().__init__()
         self.full_margin, self.scale = cfg.LOSS.MARGIN, cfg.LOSS.SCALE
-        self.warmup_epochs = cfg.LOSS.MARGIN_WARMUP_EPOCHS
+        self.schedule = cfg.LOSS.MARGIN_SCHEDULE
+        self.hold_epochs, self.warmup_epochs = cfg.LOSS.MARGIN_HOLD_EPOCHS, cfg.LOSS.MARGIN_WARMUP_EPOCHS
         self.margin = self.margin_at(0)
 
     def margin_at(self, epoch: int) -> float:
-        if self.warmup_epochs <= 0:
-            return self.full_margin
-        return self.full_margin * min(1.0, epoch / self.warmup_epochs)
+        return margin_at(epoch, self.full_margin, self.schedule, self.hold_epochs, self.warmup_epochs)
 
     def set_epoch(self, epoch: int) -> None:
         self.margin = self.margin_at(epoch)
@@ -85,7 +88,10 @@ class _MarginLoss(nn.Module):
 
 class AdditiveAngularMarginLoss(_MarginLoss):
     def target_cosine(self, cosine: torch.Tensor) -> torch.Tensor:
-        return torch.cos((torch.acos(cosine) + self.margin).clamp(max=math.pi))
+        sine = (1.0 - cosine.square()).clamp_min(0.0).sqrt()
+        shifted = cosine * math.cos(self.margin) - sine * math.sin(self.margin)
+        beyond = cosine - self.margin * math.sin(math.pi - self.margin)
+        return torch.where(cosine > math.cos(math.pi - self.margin), shifted, beyond)
 
 
 class AdditiveMarginLoss(_MarginLoss):

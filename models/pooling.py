@@ -3,7 +3,8 @@
 `avg` is the paper's global average over time and frequency (a vector of C). The statistics poolings keep the
 frequency axis: each frame is the C * F values of the map at that time, and the pooled vector is the mean and the
 standard deviation of the frames over time (2 * C * F); `attentive` weights the frames by a learned softmax
-attention over time before taking the same two statistics (Okabe et al., 2018). Statistics are computed in
+attention over time before taking the same two statistics, one weight per frame (Okabe et al., 2018); `astp`
+gives every channel of a frame its own weight (ECAPA-TDNN's and WeSpeaker's ASTP, voxceleb_trainer's ASP). Statistics are computed in
 float32, also under mixed precision: the variance of low-precision activations can round below zero.
 """
 from __future__ import annotations
@@ -72,10 +73,30 @@ class AttentiveStatisticsPooling(nn.Module):
         return _weighted_statistics(frames, weights)
 
 
+class ChannelAttentiveStatisticsPooling(nn.Module):
+    """Statistics under a softmax over time per channel: a one-hidden-layer score of each frame gives one score
+    per channel (C * F), so each channel weights the frames its own way: 2 * C * F values."""
+
+    def __init__(self, channels: int, bins: int, bottleneck: int = ATTENTION_BOTTLENECK) -> None:
+        super().__init__()
+        self.output_size = 2 * channels * bins
+        self.attention = nn.Sequential(
+            nn.Conv1d(channels * bins, bottleneck, kernel_size=1),
+            nn.Tanh(),
+            nn.Conv1d(bottleneck, channels * bins, kernel_size=1),
+        )
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        frames = _frames(feature_map)
+        weights = self.attention(frames).float().softmax(dim=2)
+        return _weighted_statistics(frames, weights)
+
+
 POOLINGS: dict[str, type[nn.Module]] = {
     "avg": AveragePooling,
     "stats": StatisticsPooling,
     "attentive": AttentiveStatisticsPooling,
+    "astp": ChannelAttentiveStatisticsPooling,
 }
 
 

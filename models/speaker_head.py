@@ -27,8 +27,8 @@ def halved(bins: int, times: int) -> int:
 
 
 def feature_dimension(cfg: CfgNode) -> int:
-    """Frequency bins of the network input: 257 for the spectrogram, DATASET.N_MELS for fbank."""
-    return cfg.DATASET.N_MELS if cfg.DATASET.FEATURES == "fbank" else SPECTROGRAM_BINS
+    """Frequency bins of the network input: 257 for the spectrogram, DATASET.N_MELS for the filterbanks."""
+    return SPECTROGRAM_BINS if cfg.DATASET.FEATURES == "spectrogram" else cfg.DATASET.N_MELS
 
 
 @dataclass(frozen=True)

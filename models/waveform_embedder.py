@@ -78,7 +78,8 @@ class SampleWindows(nn.Module):
 
 
 # How each DATASET.FEATURES recipe's evaluation windows an utterance.
-WINDOWINGS: dict[str, type[nn.Module]] = {"spectrogram": FrameWindows, "fbank": SampleWindows}
+WINDOWINGS: dict[str, type[nn.Module]] = {"spectrogram": FrameWindows, "fbank": SampleWindows,
+                                          "kaldi_fbank": SampleWindows}
 
 
 def build_windowing(cfg: CfgNode, frontend: nn.Module) -> nn.Module:

@@ -56,33 +56,83 @@ def test_noise_of_each_kind_is_mixed_at_its_drawn_snr_in_its_range(speech, augme
     noise = AdditiveNoise(augmentation_dir / "musan")
     assert noise.kinds == ["noise", "music", "speech"]
     seen = set()
+    speech_power = np.mean(np.square(speech, dtype=np.float64))
     for seed in range(30):
         torch.manual_seed(seed)
         draw = noise.draw(len(speech))
         torch.manual_seed(seed)
         mixed = noise(speech)
         low, high = NOISE_KINDS[draw.kind][0]
-        assert low <= draw.snr_db <= high
-        assert abs(snr_db(speech, mixed) - draw.snr_db) < 0.5
-        np.testing.assert_allclose(mixed - speech, draw.noise * (mixed - speech).std() / draw.noise.std(), atol=1e-5)
+        assert all(low <= snr <= high for snr in draw.snrs_db)
+        # Each file at its own SNR against the clean speech.
+        expected = sum(n * np.sqrt(speech_power / (np.mean(np.square(n, dtype=np.float64)) * 10 ** (snr / 10)))
+                       for n, snr in zip(draw.noises, draw.snrs_db))
+        np.testing.assert_allclose(mixed - speech, expected, atol=1e-5)
+        if draw.kind != "speech":
+            assert len(draw.noises) == 1 and abs(snr_db(speech, mixed) - draw.snrs_db[0]) < 0.5
         seen.add(draw.kind)
     assert seen == set(NOISE_KINDS)
 
 
-def test_babble_sums_three_to_seven_speech_files(augmentation_dir, monkeypatch):
+def test_babble_sums_three_to_seven_different_speech_files(augmentation_dir, monkeypatch):
     noise = AdditiveNoise(augmentation_dir / "musan")
     noise.kinds = ["speech"]
+    folder = augmentation_dir / "musan" / "speech"
     read = []
     monkeypatch.setattr(augmentation, "read_random_span",
-                        lambda file, n: read.append(file.path.parent.name) or np.ones(n, dtype=np.float32))
+                        lambda file, n: read.append(file.path) or np.ones(n, dtype=np.float32))
+    noise.files["speech"] = [augmentation.AudioFile(folder / f"{i}.wav", 16000) for i in range(8)]
     counts = set()
     for seed in range(40):
         torch.manual_seed(seed)
         read.clear()
         draw = noise.draw(1000)
-        assert set(read) == {"speech"} and np.all(draw.noise == len(read))
+        assert {path.parent.name for path in read} == {"speech"} and len(draw.noises) == len(draw.snrs_db) == len(read)
+        assert len(set(read)) == len(read), "a babble file drawn twice"
         counts.add(len(read))
     assert counts == {3, 4, 5, 6, 7}
+    # A folder of 3 files gives at most 3 different ones.
+    noise.files["speech"] = noise.files["speech"][:3]
+    for seed in range(10):
+        torch.manual_seed(seed)
+        read.clear()
+        noise.draw(1000)
+        assert len(set(read)) == len(read) == 3
+
+
+def test_five_babble_files_at_15_db_each_sum_to_about_8_db():
+    rng = np.random.default_rng(0)
+    speech = rng.standard_normal(16000).astype(np.float32)
+    noises = [rng.standard_normal(16000).astype(np.float32) for _ in range(5)]
+    mixed = augmentation.mix_at_snrs(speech, noises, [15.0] * 5)
+    assert abs(snr_db(speech, mixed) - (15.0 - 10 * np.log10(5))) < 0.2
+
+
+def test_one_of_applies_at_most_one_step_with_its_probability(speech):
+    marks = []
+    chain = augmentation.AUGMENT_MODES["one_of"]([(0.3, lambda s: marks.append("a") or s),
+                                                 (0.3, lambda s: marks.append("b") or s)])
+    torch.manual_seed(0)
+    for _ in range(1000):
+        before = len(marks)
+        chain(speech)
+        assert len(marks) - before <= 1
+    assert 250 <= marks.count("a") <= 350 and 250 <= marks.count("b") <= 350
+
+
+def test_one_of_probabilities_above_1_are_refused(tmp_path):
+    import argparse
+
+    from functions.experiment import load_config
+    from utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"AUGMENT.NOISE_PROB \+ AUGMENT.RIR_PROB must be at most 1, got 1.2"):
+        load_config(argparse.Namespace(cfg=None, opts=[
+            "DATASET.DATA_DIR", str(tmp_path), "DATASET.FEATURES", "fbank", "AUGMENT.MODE", "one_of",
+            "AUGMENT.NOISE_DIR", str(tmp_path), "AUGMENT.NOISE_PROB", "0.6", "AUGMENT.RIR_DIR", str(tmp_path),
+            "AUGMENT.RIR_PROB", "0.6"]))
+    with pytest.raises(ConfigError, match="unknown AUGMENT.MODE 'both'; valid names: independent, one_of"):
+        load_config(argparse.Namespace(cfg=None, opts=["DATASET.DATA_DIR", str(tmp_path), "AUGMENT.MODE", "both"]))
 
 
 def test_a_delta_room_response_returns_the_input_at_any_delay_and_gain(speech):

@@ -59,6 +59,7 @@ OUT_OF_RANGE = [
     ("MODEL.DROP_PATH_PROB", "1.0", "MODEL.DROP_PATH_PROB must be in [0, 1), got 1"),
     ("MODEL.DROP_PATH_PROB", "-0.1", "MODEL.DROP_PATH_PROB must be in [0, 1), got -0.1"),
     ("MODEL.EMBEDDING_DIM", "-1", "MODEL.EMBEDDING_DIM must be at least 0, got -1"),
+    ("MODEL.RESNET_WIDTH", "0", "MODEL.RESNET_WIDTH must be at least 1, got 0"),
     ("MODEL.TAU_MAX", "0", "MODEL.TAU_MAX must be greater than 0, got 0"),
     ("MODEL.TAU_MIN", "-1", "MODEL.TAU_MIN must be greater than 0, got -1"),
     ("MODEL.MAX_SKIP_CONNECT", "-2", "MODEL.MAX_SKIP_CONNECT must be at least -1, got -2"),
@@ -75,12 +76,15 @@ OUT_OF_RANGE = [
     ("LOSS.SCALE", "0.5", "LOSS.SCALE must be in [1, 128], got 0.5"),
     ("LOSS.SCALE", "200", "LOSS.SCALE must be in [1, 128], got 200"),
     ("LOSS.MARGIN_WARMUP_EPOCHS", "-1", "LOSS.MARGIN_WARMUP_EPOCHS must be at least 0, got -1"),
+    ("LOSS.MARGIN_HOLD_EPOCHS", "-1", "LOSS.MARGIN_HOLD_EPOCHS must be at least 0, got -1"),
     ("EVAL.COHORT_SIZE", "0", "EVAL.COHORT_SIZE must be at least 1, got 0"),
     ("TRAIN.BATCH_SIZE", "0", "TRAIN.BATCH_SIZE must be at least 1, got 0"),
     ("TRAIN.LR", "-0.5", "TRAIN.LR must be greater than 0, got -0.5"),
     ("TRAIN.LR", "0", "TRAIN.LR must be greater than 0, got 0"),
     ("TRAIN.LR_MIN", "-0.001", "TRAIN.LR_MIN must be at least 0, got -0.001"),
     ("TRAIN.WD", "-1e-4", "TRAIN.WD must be at least 0, got -0.0001"),
+    ("TRAIN.MOMENTUM", "1", "TRAIN.MOMENTUM must be in [0, 1), got 1"),
+    ("TRAIN.WARMUP_EPOCHS", "-2", "TRAIN.WARMUP_EPOCHS must be at least 0, got -2"),
     ("TRAIN.BETA1", "1", "TRAIN.BETA1 must be in [0, 1), got 1"),
     ("TRAIN.BETA2", "-0.5", "TRAIN.BETA2 must be in [0, 1), got -0.5"),
     ("TRAIN.ARCH_LR", "0", "TRAIN.ARCH_LR must be greater than 0, got 0"),
@@ -104,6 +108,8 @@ OUT_OF_ORDER = [
     (["TRAIN.BEGIN_EPOCH", "5", "TRAIN.END_EPOCH", "5"], "TRAIN.BEGIN_EPOCH must be below TRAIN.END_EPOCH (5), got 5"),
     (["TRAIN.ARCH_WARMUP_EPOCHS", "5", "TRAIN.END_EPOCH", "5"],
      "TRAIN.ARCH_WARMUP_EPOCHS must be below TRAIN.END_EPOCH (5), got 5"),
+    (["LOSS.MARGIN_HOLD_EPOCHS", "3", "LOSS.MARGIN_WARMUP_EPOCHS", "2"],
+     "LOSS.MARGIN_HOLD_EPOCHS must be at most LOSS.MARGIN_WARMUP_EPOCHS (2), got 3"),
 ]
 
 

@@ -89,10 +89,10 @@ def test_samples_for_frames_gives_exactly_that_many_frames(n_frames):
 
 
 def test_the_registry_names_the_known_front_ends():
-    assert set(FRONTENDS) == {"spectrogram", "fbank"}
+    assert set(FRONTENDS) == {"spectrogram", "fbank", "kaldi_fbank"}
     assert build_frontend(config(FEATURES="fbank", N_MELS=64)).feature_dim == 64
     assert build_frontend(config(), np.zeros(257), np.ones(257)).feature_dim == 257
-    with pytest.raises(ConfigError, match=r"^unknown DATASET.FEATURES 'mfcc'; valid names: spectrogram, fbank$"):
+    with pytest.raises(ConfigError, match=r"^unknown DATASET.FEATURES 'mfcc'; valid names: spectrogram, fbank, kaldi_fbank$"):
         build_frontend(config(FEATURES="mfcc"))
     with pytest.raises(ConfigError, match="DATASET.N_MELS 400 is too many"):
         build_frontend(config(FEATURES="fbank", N_MELS=400))

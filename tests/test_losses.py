@@ -43,8 +43,18 @@ def test_aam_target_logit_keeps_falling_past_pi_minus_the_margin() -> None:
     cosines = torch.tensor([[math.cos(math.pi - 0.6), 0.0], [math.cos(math.pi - 0.3), 0.0], [-1.0, 0.0]])
     targets = torch.zeros(3, dtype=torch.long)
     target_logits = loss.logits(cosines, targets)[:, 0]
-    assert (target_logits[1:] <= target_logits[:-1]).all()
-    assert target_logits[-1].item() == pytest.approx(-1.0, abs=1e-6)
+    assert (target_logits[1:] < target_logits[:-1]).all()
+    # ArcFace beyond pi - m: cos theta - m sin(pi - m).
+    assert target_logits[-1].item() == pytest.approx(-1.0 - 0.5 * math.sin(math.pi - 0.5), abs=1e-6)
+
+
+def test_aam_gradient_is_not_zero_past_pi_minus_the_margin() -> None:
+    loss = build_loss(loss_config("aam", margin=0.2, scale=32.0))
+    # theta between pi - m and pi, where the earlier cap at pi left the target logit constant.
+    cosines = torch.tensor([[math.cos(math.pi - 0.1), 0.3, 0.1], [math.cos(math.pi - 0.05), -0.2, 0.4]],
+                           requires_grad=True)
+    loss(cosines, torch.tensor([0, 0])).backward()
+    assert (cosines.grad[:, 0] < -0.1).all()
 
 
 def test_margin_rises_linearly_over_the_warmup_epochs_then_stays() -> None:
@@ -57,6 +67,41 @@ def test_margin_rises_linearly_over_the_warmup_epochs_then_stays() -> None:
     # A function of the epoch alone: going back (a resume) gives the same margin.
     loss.set_epoch(2)
     assert loss.margin == pytest.approx(0.1)
+
+
+def test_exponential_margin_holds_then_rises_as_wespeaker_does() -> None:
+    cfg = loss_config("aam", margin=0.2, warmup=40)
+    cfg.LOSS.MARGIN_SCHEDULE, cfg.LOSS.MARGIN_HOLD_EPOCHS = "exponential", 20
+    loss = build_loss(cfg)
+    margins = {}
+    for epoch in (0, 19, 20, 25, 30, 39, 40, 60):
+        loss.set_epoch(epoch)
+        margins[epoch] = loss.margin
+    assert margins[0] == margins[19] == margins[20] == 0.0
+    # 1 - 0.001^t of the margin at t = (epoch - 20) / 20.
+    assert margins[25] == pytest.approx(0.2 * (1 - 0.001 ** 0.25))
+    assert margins[30] == pytest.approx(0.2 * (1 - 0.001 ** 0.5))
+    assert margins[39] == pytest.approx(0.2 * (1 - 0.001 ** 0.95))
+    assert margins[40] == margins[60] == pytest.approx(0.2)
+    cfg.LOSS.MARGIN_SCHEDULE = "linear"
+    loss = build_loss(cfg)
+    loss.set_epoch(30)
+    assert loss.margin == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("override,named", [
+    (["LOSS.MARGIN_SCHEDULE", "cosine"], "unknown LOSS.MARGIN_SCHEDULE 'cosine'; valid names: linear, exponential"),
+    (["LOSS.MARGIN_HOLD_EPOCHS", "30", "LOSS.MARGIN_WARMUP_EPOCHS", "20"], "LOSS.MARGIN_HOLD_EPOCHS must be at most"),
+])
+def test_bad_margin_schedules_are_config_errors(override, named, tmp_path) -> None:
+    import argparse
+    import re
+
+    from functions.experiment import load_config
+    from utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_config(argparse.Namespace(cfg=None, opts=["DATASET.DATA_DIR", str(tmp_path), *override]))
 
 
 def test_no_warmup_means_the_full_margin_from_epoch_0() -> None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models import AUTOSPEECH, build_model
-from models.pooling import AttentiveStatisticsPooling, build_pooling
+from models.pooling import AttentiveStatisticsPooling, ChannelAttentiveStatisticsPooling, build_pooling
 from utils.config import get_default_config
 
 FEATURE_MAP = torch.randn(2, 3, 7, 5)  # [B, C, T, F]
@@ -48,8 +48,23 @@ def test_attentive_pooling_with_constant_scores_is_stats_pooling() -> None:
                                atol=1e-5, rtol=1e-5)
 
 
+def test_astp_weights_each_channel_by_its_own_softmax_over_time() -> None:
+    pooling = ChannelAttentiveStatisticsPooling(3, 5, bottleneck=4)
+    frames = FEATURE_MAP.permute(0, 1, 3, 2).reshape(2, 15, 7)
+    weights = pooling.attention(frames).softmax(dim=2)  # [B, C * F, T]
+    assert weights.shape == (2, 15, 7)
+    mean = (frames * weights).sum(2)
+    std = ((frames - mean.unsqueeze(2)).square() * weights).sum(2).sqrt()
+    torch.testing.assert_close(pooling(FEATURE_MAP), torch.cat([mean, std], 1), atol=1e-5, rtol=1e-5)
+    # Channels attend differently, unlike the frame-wise 'attentive' pooling.
+    assert not torch.allclose(weights[:, 0], weights[:, 1])
+    torch.nn.init.zeros_(pooling.attention[2].weight)
+    torch.nn.init.zeros_(pooling.attention[2].bias)
+    torch.testing.assert_close(pooling(FEATURE_MAP), build_pooling("stats", 3, 5)(FEATURE_MAP), atol=1e-5, rtol=1e-5)
+
+
 def test_unknown_pooling_lists_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="avg, stats, attentive"):
+    with pytest.raises(ValueError, match="avg, stats, attentive, astp"):
         build_pooling("max", 3, 5)
 
 

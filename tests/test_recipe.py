@@ -43,7 +43,8 @@ def test_training_reports_raw_and_asnorm_scores(modern_run):
         assert 0.0 <= results["last_epoch"][key] <= 100.0, key
     checkpoint = load_checkpoint(modern_run / "Model" / "checkpoint_last.pth")
     assert checkpoint_recipe(checkpoint) == {"features": "fbank", "n_features": 40, "pooling": "stats",
-                                             "embedding_dim": 16, "classifier": "cosine"}
+                                             "embedding_dim": 16, "classifier": "cosine", "speed_perturb": False,
+                                             "stem": "published"}
     assert "classifier.bias" not in checkpoint["state_dict"] and "embedding.1.running_mean" in checkpoint["state_dict"]
 
 
@@ -108,7 +109,7 @@ def test_search_runs_under_the_modern_recipe(tiny_corpus, tmp_path):
 
 BAD_VALUES = [
     (["LOSS.NAME", "arcface"], "softmax, aam, am"),
-    (["MODEL.POOLING", "max"], "avg, stats, attentive"),
+    (["MODEL.POOLING", "max"], "avg, stats, attentive, astp"),
     (["EVAL.SCORE_NORM", "snorm"], "none, asnorm"),
     (["LOSS.MARGIN", "1.2"], "LOSS.MARGIN"),
     (["LOSS.MARGIN", "-0.1"], "LOSS.MARGIN"),
@@ -135,7 +136,8 @@ def test_a_checkpoint_without_a_config_has_the_published_recipe():
     published = recipe_of(get_default_config())
     assert checkpoint_recipe({"state_dict": {}}) == published
     assert published == {"features": "spectrogram", "n_features": 257, "pooling": "avg", "embedding_dim": 0,
-                         "classifier": "linear"}
+                         "classifier": "linear", "speed_perturb": False,
+                         "stem": "published"}
     cfg = get_default_config()
     cfg.LOSS.NAME = "am"
     with pytest.raises(CheckpointError, match="classifier linear .* cosine"):
@@ -144,3 +146,53 @@ def test_a_checkpoint_without_a_config_has_the_published_recipe():
     stored = get_default_config()
     stored.LOSS.NAME = "aam"
     check_recipe({"config": stored.dump()}, cfg, "a run")
+
+
+def _stored(**sections: dict) -> dict:
+    """A checkpoint whose stored config is the defaults with `sections` (e.g. DATASET={...}) written over them."""
+    import yaml
+
+    config = yaml.safe_load(get_default_config().dump())
+    for section, keys in sections.items():
+        config[section].update(keys)
+    return {"config": yaml.safe_dump(config)}
+
+
+def _fbank_config(**changes) -> object:
+    cfg = get_default_config()
+    cfg.DATASET.FEATURES = "fbank"
+    for key, value in changes.items():
+        section, name = key.split("__")
+        cfg[section][name] = value
+    return cfg
+
+
+def test_a_stored_number_written_as_text_is_read_as_the_number():
+    checkpoint = _stored(DATASET={"FEATURES": "fbank", "N_MELS": "80"})
+    check_recipe(checkpoint, _fbank_config(), "a run")
+    with pytest.raises(CheckpointError, match="n_features 80 but the config has 40"):
+        check_recipe(checkpoint, _fbank_config(DATASET__N_MELS=40), "a run")
+    with pytest.raises(CheckpointError, match="a run: .*DATASET.N_MELS 'eighty', not a number"):
+        check_recipe(_stored(DATASET={"N_MELS": "eighty"}), _fbank_config(), "a run")
+
+
+def test_an_unknown_stored_loss_is_a_checkpoint_error_naming_the_key():
+    with pytest.raises(CheckpointError, match="a run: .*unknown LOSS.NAME 'arcface'; known: softmax, aam, am"):
+        check_recipe(_stored(LOSS={"NAME": "arcface"}), get_default_config(), "a run")
+
+
+def test_speed_perturbation_of_the_checkpoint_is_named():
+    checkpoint = _stored(DATASET={"FEATURES": "fbank"}, AUGMENT={"SPEED_PERTURB": True})
+    with pytest.raises(CheckpointError, match="speed_perturb True but the config has False; set AUGMENT.SPEED_PERTURB"):
+        check_recipe(checkpoint, _fbank_config(), "a run")
+    check_recipe(checkpoint, _fbank_config(AUGMENT__SPEED_PERTURB=True), "a run")
+
+
+def test_an_unknown_stored_loss_exits_2_with_one_line(modern_run, tiny_corpus, tmp_path):
+    checkpoint = load_checkpoint(modern_run / "Model" / "checkpoint_last.pth")
+    checkpoint["config"] = checkpoint["config"].replace("NAME: aam", "NAME: arcface")
+    path = tmp_path / "renamed.pth"
+    torch.save(checkpoint, path)
+    process = run_script("evaluate_verification.py", "--cfg", VERI_CFG, "--load_path", str(path),
+                         *modern(tiny_corpus, tmp_path), check=False)
+    assert process.returncode == 2 and "unknown LOSS.NAME 'arcface'" in one_error_line(process)

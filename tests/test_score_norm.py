@@ -11,8 +11,8 @@ from functions.score_norm import adaptive_symmetric_norm, score_normalisation, s
 
 # Unit-length utterance embeddings; the cohort is the 4 axes, so an embedding's cohort scores are its components.
 UTTERANCES = torch.tensor([
-    [0.1, 0.7, 0.1, 0.7],  # A: top 3 scores 0.7, 0.7, 0.1 -> mean 0.5, sample std sqrt(0.12)
-    [0.8, 0.6, 0.0, 0.0],  # B: top 3 scores 0.8, 0.6, 0.0 -> mean 7/15, sample std sqrt(39)/15
+    [0.1, 0.7, 0.1, 0.7],  # A: top 3 scores 0.7, 0.7, 0.1 -> mean 0.5, population std sqrt(0.08)
+    [0.8, 0.6, 0.0, 0.0],  # B: top 3 scores 0.8, 0.6, 0.0 -> mean 7/15, population std sqrt(26)/15
     [0.0, 0.0, 0.6, 0.8],  # C: as B
 ])
 COHORT = torch.eye(4)
@@ -21,8 +21,8 @@ RAW = np.array([0.5, 0.62, 0.0])  # A.B, A.C, B.C
 
 
 def test_asnorm_matches_a_hand_computed_case() -> None:
-    mean_a, std_a = 0.5, math.sqrt(0.12)
-    mean_b, std_b = 7 / 15, math.sqrt(39) / 15
+    mean_a, std_a = 0.5, math.sqrt(0.08)
+    mean_b, std_b = 7 / 15, math.sqrt(26) / 15
 
     def norm(score, mean_e, std_e, mean_t, std_t):
         return 0.5 * ((score - mean_e) / std_e + (score - mean_t) / std_t)
@@ -59,3 +59,34 @@ def test_score_norm_registry() -> None:
     assert score_normalisation("asnorm") is adaptive_symmetric_norm
     with pytest.raises(ValueError, match="none, asnorm"):
         score_normalisation("snorm")
+
+
+def test_centring_subtracts_the_training_mean_from_trials_and_cohort() -> None:
+    from functions.evaluation import CohortScoring, normalised_scores, score_trials
+    from functions.distributed import single_process
+
+    training = torch.tensor([[1.0, 2.0], [3.0, 0.0], [2.0, 1.0], [2.0, 3.0]])
+    trials = torch.tensor([[3.0, 2.0], [1.0, 1.0], [2.0, 0.0]])
+
+    class Passthrough(torch.nn.Module):
+        def forward(self, x):
+            return x.flatten(1)
+
+    class Utterances(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return training[index].view(1, 2), index // 2
+
+    raw = score_trials(trials, [0, 0], [1, 2])
+    cohort = CohortScoring("asnorm", Utterances(), 2, subtract_mean=True)
+    scored = normalised_scores(Passthrough(), raw, trials, [0, 0], [1, 2], cohort, single_process("cpu"))
+    # The training mean is (2, 1.5): trials and cohort utterances are taken relative to it.
+    expected = adaptive_symmetric_norm(score_trials(trials - torch.tensor([2.0, 1.5]), [0, 0], [1, 2]),
+                                       trials.double() - torch.tensor([2.0, 1.5], dtype=torch.float64), [0, 0], [1, 2],
+                                       speaker_means(training - torch.tensor([2.0, 1.5]), torch.tensor([0, 0, 1, 1])), 2)
+    np.testing.assert_allclose(scored["asnorm"], expected, atol=1e-9)
+    plain = normalised_scores(Passthrough(), raw, trials, [0, 0], [1, 2], CohortScoring("asnorm", Utterances(), 2),
+                              single_process("cpu"))
+    assert not np.allclose(plain["asnorm"], scored["asnorm"])

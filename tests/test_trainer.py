@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 
 from functions.data_loading import training_loader
 from functions.distributed import single_process
-from functions.experiment import cosine_schedule
+from functions.lr_schedules import build_lr_schedule
 from functions.run_directory import RunDirectory, load_resume_checkpoint
 from functions.trainer import NonFiniteLossError, Selection, Trainer, TrainingInterrupted
 from utils.checkpoint import load_checkpoint, save_checkpoint
@@ -67,7 +67,7 @@ def make_trainer(root, epochs=3, ctx=CPU, batch=4, optimizer=adam, lr_lag=False,
     run.model_dir.mkdir(parents=True, exist_ok=True)
     run.log_dir.mkdir(parents=True, exist_ok=True)
     optimizer = optimizer(model.parameters())
-    scheduler = cosine_schedule(cfg, optimizer)
+    scheduler = build_lr_schedule(cfg, optimizer)
     loader = training_loader(NoisyFrames(), batch, cfg.SEED, ctx, num_workers=0)
 
     def validate(_epoch):

@@ -26,7 +26,8 @@ _C.CUDNN.DETERMINISTIC = False
 _C.CUDNN.ENABLED = True
 
 _C.MODEL = CN()
-# 'model_search' (search network), 'model' (network of a genotype), 'resnet18', 'resnet34'.
+# 'model_search' (search network), 'model' (network of a genotype), 'resnet18', 'resnet34' (torchvision's, the
+# paper's baselines), 'wespeaker_resnet34' (3x3 stride-1 stem, strides 1-2-2-2: models/time_keeping_resnet.py).
 _C.MODEL.NAME = "model"
 # Speakers to classify; 0 takes the number of speakers of the training data, any other value is checked against it.
 _C.MODEL.NUM_CLASSES = 0
@@ -35,12 +36,18 @@ _C.MODEL.INIT_CHANNELS = 16
 _C.MODEL.DROP_PATH_PROB = 0.2
 # ResNet initialisation: '' (Kaiming), 'imagenet' (torchvision weights from the hub cache) or a path to them.
 _C.MODEL.PRETRAINED = ""
+# Base width (channels of the first stage) of 'wespeaker_resnet34'; WeSpeaker's ResNet34 has 32.
+_C.MODEL.RESNET_WIDTH = 32
+# Stem of the genotype network (models/genotype_network.py STEMS): 'published' (three stride-2 convolutions) or
+# 'time_keeping' (time halved once in the stem: a 2-s crop reaches the pooling as 25 frames instead of 7).
+_C.MODEL.STEM = "published"
 # Search space of the search network: 's1', 's2' or 's3'.
 _C.MODEL.SEARCH_SPACE = "s2"
 # Compute only the sampled operation of each edge during search (straight-through gradient to every alpha).
 _C.MODEL.SINGLE_PATH = False
 # Pooling over time of the last feature map: 'avg' (global average, the paper), 'stats' (mean and standard
-# deviation over time), 'attentive' (attentive statistics pooling).
+# deviation over time), 'attentive' (attentive statistics pooling, one weight per frame), 'astp' (one weight per
+# frame and channel, WeSpeaker's ASTP).
 _C.MODEL.POOLING = "avg"
 # Size of the speaker embedding: 0 scores the pooled vector (the paper); otherwise a linear layer with batch norm
 # to this size gives the embedding used for scoring.
@@ -79,6 +86,9 @@ _C.AUGMENT.NOISE_PROB = 0.0
 # Folder of room impulse responses (wav files, searched recursively) for reverberation.
 _C.AUGMENT.RIR_DIR = ""
 _C.AUGMENT.RIR_PROB = 0.0
+# How reverberation and noise combine: 'independent' (each with its own probability, both may apply) or 'one_of'
+# (at most one: reverberation with RIR_PROB, noise with NOISE_PROB, as WeSpeaker).
+_C.AUGMENT.MODE = "independent"
 # Speed perturbation 0.9 / 1.1, each speed a new speaker (3x the classes).
 _C.AUGMENT.SPEED_PERTURB = False
 # SpecAugment-style masking of the features: probability, widest time mask (frames), widest frequency mask (bins).
@@ -94,6 +104,10 @@ _C.LOSS.MARGIN = 0.2
 _C.LOSS.SCALE = 32.0
 # The margin rises linearly from 0 to LOSS.MARGIN over this many epochs (0 = full margin from the start).
 _C.LOSS.MARGIN_WARMUP_EPOCHS = 0
+# How the margin rises (models/margin_schedules.py): 'linear' or 'exponential' (WeSpeaker's); it stays 0 for the
+# first MARGIN_HOLD_EPOCHS epochs and reaches LOSS.MARGIN at epoch MARGIN_WARMUP_EPOCHS.
+_C.LOSS.MARGIN_SCHEDULE = "linear"
+_C.LOSS.MARGIN_HOLD_EPOCHS = 0
 
 _C.EVAL = CN()
 # Score normalisation of verification: 'none' (cosine, the paper) or 'asnorm' (adaptive symmetric normalisation
@@ -101,6 +115,9 @@ _C.EVAL = CN()
 _C.EVAL.SCORE_NORM = "none"
 # Top cohort scores that AS-norm takes for each side of a trial.
 _C.EVAL.COHORT_SIZE = 300
+# Subtract the mean embedding of the training utterances from trial and cohort embeddings before AS-norm
+# (WeSpeaker's cal_mean); the raw scores stay plain cosines.
+_C.EVAL.SCORE_NORM_MEAN = False
 
 _C.TRAIN = CN()
 _C.TRAIN.BATCH_SIZE = 32
@@ -112,6 +129,15 @@ _C.TRAIN.LR_MIN = 0.001
 # configs) trains epoch e at lr(e), the schedule as CosineAnnealingLR defines it.
 _C.TRAIN.PUBLISHED_LR_LAG = False
 _C.TRAIN.WD = 0.0
+# Optimiser of the weights (functions/optimisers.py): 'adam' (the paper) or 'sgd' with TRAIN.MOMENTUM, Nesterov's
+# form when TRAIN.NESTEROV, and weight decay TRAIN.WD.
+_C.TRAIN.OPTIMIZER = "adam"
+_C.TRAIN.MOMENTUM = 0.9
+_C.TRAIN.NESTEROV = True
+# Learning-rate schedule (functions/lr_schedules.py): 'cosine' (the paper) or 'exponential' (LR to LR_MIN,
+# WeSpeaker's), after a linear warm-up over TRAIN.WARMUP_EPOCHS epochs (0 = none).
+_C.TRAIN.LR_SCHEDULE = "cosine"
+_C.TRAIN.WARMUP_EPOCHS = 0
 _C.TRAIN.BETA1 = 0.9
 _C.TRAIN.BETA2 = 0.999
 _C.TRAIN.ARCH_LR = 0.001
@@ -227,6 +253,7 @@ RANGES: dict[str, Range] = {
     "MODEL.INIT_CHANNELS": Range(2, multiple_of=2),
     "MODEL.DROP_PATH_PROB": _BELOW_1,
     "MODEL.EMBEDDING_DIM": _NON_NEGATIVE,
+    "MODEL.RESNET_WIDTH": _AT_LEAST_1,
     "MODEL.TAU_MAX": _POSITIVE,
     "MODEL.TAU_MIN": _POSITIVE,
     "MODEL.MAX_SKIP_CONNECT": Range(-1),
@@ -243,11 +270,14 @@ RANGES: dict[str, Range] = {
     # Scales in use are 16-64; one outside [1, 128] is taken for a typo.
     "LOSS.SCALE": Range(1, 128),
     "LOSS.MARGIN_WARMUP_EPOCHS": _NON_NEGATIVE,
+    "LOSS.MARGIN_HOLD_EPOCHS": _NON_NEGATIVE,
     "EVAL.COHORT_SIZE": _AT_LEAST_1,
     "TRAIN.BATCH_SIZE": _AT_LEAST_1,
     "TRAIN.LR": _POSITIVE,
     "TRAIN.LR_MIN": _NON_NEGATIVE,
     "TRAIN.WD": _NON_NEGATIVE,
+    "TRAIN.MOMENTUM": _BELOW_1,
+    "TRAIN.WARMUP_EPOCHS": _NON_NEGATIVE,
     "TRAIN.BETA1": _BELOW_1,
     "TRAIN.BETA2": _BELOW_1,
     "TRAIN.ARCH_LR": _POSITIVE,
@@ -271,6 +301,7 @@ ORDERED_PAIRS: tuple[tuple[str, str, bool], ...] = (
     ("MODEL.TAU_MIN", "MODEL.TAU_MAX", False),
     ("TRAIN.BEGIN_EPOCH", "TRAIN.END_EPOCH", True),
     ("TRAIN.ARCH_WARMUP_EPOCHS", "TRAIN.END_EPOCH", True),
+    ("LOSS.MARGIN_HOLD_EPOCHS", "LOSS.MARGIN_WARMUP_EPOCHS", False),
 )
 
 
