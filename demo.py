@@ -168,8 +168,10 @@ def use_the_model(lane: Lane, checkpoint: Path, data: Path, out: Path) -> None:
     model = ["--load_path", str(checkpoint)]
     lane.run([PYTHON, "extract_embeddings.py", *model, "--output", str(out / "embeddings"),
               *map(str, (first[0], first[-1], second[0], second[-1]))], show_output=True)
-    lane.run([PYTHON, "score_trials.py", *model, "--pair", str(first[0]), str(first[-1])], show_output=True)
-    lane.run([PYTHON, "score_trials.py", *model, "--pair", str(first[0]), str(second[0])], show_output=True)
+    for what, pair in ((f"one speaker ({speakers[0].name}), two of its videos", (first[0], first[-1])),
+                       (f"two speakers ({speakers[0].name}, {speakers[1].name})", (first[0], second[0]))):
+        lane.say(f"  [{lane.name}] a pair of {what}:")
+        lane.run([PYTHON, "score_trials.py", *model, "--pair", *map(str, pair)], show_output=True)
     lane.run([PYTHON, "export.py", *model, "--format", "onnx", "--output", str(out / "model.onnx")],
              show_output=True)
 
