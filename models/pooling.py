@@ -58,13 +58,16 @@ class StatisticsPooling(nn.Module):
 class AttentiveStatisticsPooling(nn.Module):
     """Statistics under a softmax over time of a one-hidden-layer score of each frame: 2 * C * F values."""
 
+    # One score per frame (Okabe et al.); the per-channel form below scores each of the C * F values of a frame.
+    per_channel = False
+
     def __init__(self, channels: int, bins: int, bottleneck: int = ATTENTION_BOTTLENECK) -> None:
         super().__init__()
         self.output_size = 2 * channels * bins
         self.attention = nn.Sequential(
             nn.Conv1d(channels * bins, bottleneck, kernel_size=1),
             nn.Tanh(),
-            nn.Conv1d(bottleneck, 1, kernel_size=1),
+            nn.Conv1d(bottleneck, channels * bins if self.per_channel else 1, kernel_size=1),
         )
 
     def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
@@ -73,23 +76,11 @@ class AttentiveStatisticsPooling(nn.Module):
         return _weighted_statistics(frames, weights)
 
 
-class ChannelAttentiveStatisticsPooling(nn.Module):
+class ChannelAttentiveStatisticsPooling(AttentiveStatisticsPooling):
     """Statistics under a softmax over time per channel: a one-hidden-layer score of each frame gives one score
     per channel (C * F), so each channel weights the frames its own way: 2 * C * F values."""
 
-    def __init__(self, channels: int, bins: int, bottleneck: int = ATTENTION_BOTTLENECK) -> None:
-        super().__init__()
-        self.output_size = 2 * channels * bins
-        self.attention = nn.Sequential(
-            nn.Conv1d(channels * bins, bottleneck, kernel_size=1),
-            nn.Tanh(),
-            nn.Conv1d(bottleneck, channels * bins, kernel_size=1),
-        )
-
-    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
-        frames = _frames(feature_map)
-        weights = self.attention(frames).float().softmax(dim=2)
-        return _weighted_statistics(frames, weights)
+    per_channel = True
 
 
 POOLINGS: dict[str, type[nn.Module]] = {
