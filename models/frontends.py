@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from yacs.config import CfgNode
 
-from models.kaldi_fbank import KaldiFbankFrontend
+from models.kaldi_fbank import KaldiFbankFrontend, refuse_empty_bands
 from utils.config import ConfigError
 from utils.feature_constants import HOP_LENGTH, N_BINS, N_FFT, SAMPLE_RATE, TARGET_DBFS, WIN_LENGTH
 
@@ -112,10 +112,7 @@ def mel_matrix(n_mels: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # empty bands are reported below, as a config error
         matrix = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels).astype(np.float32)
-    empty = int((matrix.max(axis=1) == 0).sum())
-    if empty:
-        raise ConfigError(f"DATASET.N_MELS {n_mels} is too many for a {N_FFT}-point FFT: {empty} mel bands would "
-                          f"hold no frequency bin")
+    refuse_empty_bands(matrix)
     return matrix
 
 

@@ -56,6 +56,14 @@ def htk_mel(frequency: np.ndarray | float) -> np.ndarray | float:
     return 1127.0 * np.log(1.0 + np.asarray(frequency) / 700.0)
 
 
+def refuse_empty_bands(matrix: np.ndarray) -> None:
+    """A mel filterbank [n_mels, bins] with a band that holds no frequency bin is a config error."""
+    empty = int((matrix.max(axis=1) == 0).sum())
+    if empty:
+        raise ConfigError(f"DATASET.N_MELS {len(matrix)} is too many for a {N_FFT}-point FFT: {empty} mel bands "
+                          f"would hold no frequency bin")
+
+
 def kaldi_mel_matrix(n_mels: int) -> np.ndarray:
     """Kaldi's mel banks [n_mels, 257]: triangles equally spaced on the HTK mel scale from 20 Hz to 8 kHz,
     weights taken at the mel of each FFT bin below Nyquist."""
@@ -69,10 +77,7 @@ def kaldi_mel_matrix(n_mels: int) -> np.ndarray:
         falling = (right - bin_mels) / (right - centre)
         inside = (bin_mels > left) & (bin_mels < right)
         matrix[band, : N_FFT // 2] = np.where(inside, np.where(bin_mels <= centre, rising, falling), 0.0)
-    empty = int((matrix.max(axis=1) == 0).sum())
-    if empty:
-        raise ConfigError(f"DATASET.N_MELS {n_mels} is too many for a {N_FFT}-point FFT: {empty} mel bands would "
-                          f"hold no frequency bin")
+    refuse_empty_bands(matrix)
     return matrix
 
 
