@@ -454,7 +454,9 @@ def test_a_checkpoint_trained_on_a_gpu_runs_on_this_machine(checkpoint, tiny_cor
     # The loader workers are the command's (--workers, default 0), not those of the machine it was trained on.
     assert workers == [0, 0]
     reference = np.load(tmp_path / "cpu" / "embeddings.npz")[wav]
-    np.testing.assert_allclose(np.load(tmp_path / "auto" / "embeddings.npz")[wav], reference, atol=1e-4)
+    # On a GPU machine 'auto' is cuda, whose cuDNN convolutions (TF32 included) round differently from oneDNN's.
+    tolerance = 5e-3 if torch.cuda.is_available() else 1e-4
+    np.testing.assert_allclose(np.load(tmp_path / "auto" / "embeddings.npz")[wav], reference, atol=tolerance)
     if not torch.cuda.is_available():
         line = error_line("extract_embeddings.py", "--load_path", str(gpu), "--output", str(tmp_path / "cuda"),
                           "--device", "cuda", wav, capsys=capsys, monkeypatch=monkeypatch)
