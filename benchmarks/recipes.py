@@ -221,6 +221,12 @@ def run_all(jobs: list[Job], lane: Lane, parallel: int) -> list[dict]:
     return [by_name[job.name] for job in jobs]
 
 
+def choose(anchors: list[Recipe], choice: dict[str, dict[str, list[dict]]]) -> dict[Recipe, str]:
+    """Each anchors' row's candidate: the lowest mean AS-norm EER on the held-apart trials among its candidates."""
+    return {recipe: min(recipe.candidates, key=lambda name: _mean(choice[recipe.network][name], "eer_asnorm"))
+            for recipe in anchors}
+
+
 def held_apart_name(network: str, candidate: int, seed: int) -> str:
     return f"held_apart-{anchors_key(network)}-{candidate}" + (f"-seed{seed}" if seed else "")
 
@@ -448,8 +454,7 @@ def main() -> int:
         for job, metrics in zip(choice_jobs, measured):
             candidate = next(name for name, overrides in CANDIDATES.items() if overrides == job.extra)
             choice.setdefault(job.recipe.network, {}).setdefault(candidate, []).append(metrics)
-        chosen = {recipe: min(recipe.candidates, key=lambda name: _mean(choice[recipe.network][name], "eer_asnorm"))
-                  for recipe in anchors}
+        chosen = choose(anchors, choice)
         # Seed by seed, so that an interrupted benchmark has the same seeds of every row.
         jobs = [Job(recipe, seed, corpus, overrides, f"{name}-seed{seed}") for seed in range(args.seeds)
                 for recipe in RECIPES for overrides, name in [_anchors_choice(recipe, chosen)]]
