@@ -3,8 +3,10 @@
 The report holds: every cell with its seeds' results; each origin's mean with a bootstrap interval; searched
 against random (difference, interval, Welch's t and p); each searched cell's percentile among the random cells;
 the variance components of the random cells (seed against cell); each search's ranking of the random cells
-against their stand-alone results (Kendall tau); the searches' diagnostics per epoch and their agreement; and
-the members that failed, by name. A figure that needs more members than there are shows "-".
+against their stand-alone results (Kendall tau); whether the study answers its question (a win at p < 0.05, a
+difference bounded to ± 4 points, or each searched cell placed within a quartile); the searches' diagnostics per
+epoch and their agreement; and the members that failed, by name. A figure that needs more members than there
+are shows "-".
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from yacs.config import CfgNode
 from functions.plots import plot_search_diagnostics, plot_study
 from functions.search_diagnostics import DIAGNOSTICS_FILE, mean_agreement, read_diagnostics
 from functions.study_statistics import (
-    compare_groups, group_summary, kendall_tau, percentile_interval, variance_components,
+    DIFFERENCE_HALF_WIDTH, PERCENTILE_WIDTH, SIGNIFICANCE, compare_groups, group_summary, kendall_tau,
+    percentile_interval, study_answer, variance_components,
 )
 from models.genotypes import parse_genotype
 from utils.files import write_text_atomically
@@ -81,6 +84,10 @@ def summarise(tasks: list[str], records: list[dict], rankings: dict[str, dict]) 
                                   "interval": None if result["interval"] is None
                                   else [100.0 - result["interval"][1], 100.0 - result["interval"][0]]}
                     entry["percentiles"][name] = result
+            if "searched" in groups:
+                entry["answer"] = study_answer(entry.get("searched_minus_random"),
+                                               {name: entry["percentiles"][name] for name in groups["searched"]},
+                                               higher)
             entry["variance_components"] = variance_components(random)
             entry["ranking"] = _ranking(groups["random"], rankings)
         summary[metric] = entry
@@ -164,6 +171,8 @@ def _statistics_text(tasks: list[str], summary: dict, rankings: dict) -> str:
                 ["Cell", "Percentile", "95 % interval"],
                 [[name, _number(p["percentile"], 0), _interval(p["interval"], 0)]
                  for name, p in entry["percentiles"].items()]))
+        if "answer" in entry:
+            parts.append(_answer_text(entry["answer"], digits))
         if "variance_components" in entry:
             parts.append(_variance_text(entry["variance_components"], digits))
         if entry.get("ranking"):
@@ -175,6 +184,19 @@ def _statistics_text(tasks: list[str], summary: dict, rankings: dict) -> str:
                                _number(r["val_top1"]["tau"]), _interval(r["val_top1"]["interval"])]
                               for name, r in entry["ranking"].items()]))
     return "\n".join(parts)
+
+
+def _answer_text(answer: dict, digits: int) -> str:
+    def verdict(holds: bool) -> str:
+        return "yes" if holds else "no"
+
+    widths = ", ".join(f"{name} {_number(width, 0)}" for name, width in answer["percentile_widths"].items())
+    return (f"Does the study answer its question? **{verdict(answer['answered'])}**. Searched above random with "
+            f"p < {SIGNIFICANCE}: {verdict(answer['shows_searched_better'])} (p {_number(answer['p'], 3)}); the 95 % "
+            f"interval of the difference within ± {DIFFERENCE_HALF_WIDTH:g}: {verdict(answer['bounds_difference'])} "
+            f"(± {_number(answer['difference_half_width'], digits)}); each searched cell's percentile known to "
+            f"within {PERCENTILE_WIDTH:g} points: {verdict(answer['places_each_searched_cell'])} (interval widths: "
+            f"{widths or '-'}).\n")
 
 
 def _variance_text(components: dict | None, digits: int) -> str:

@@ -127,3 +127,31 @@ def kendall_tau(estimates: list[float], truth: list[float]) -> dict:
     if draws:
         result["interval"] = _interval(np.array(draws))
     return result
+
+
+# When a study answers its question: the searched cells better than the random ones at this significance, or the
+# difference bounded to +- this half-width (in the metric's points), or each searched cell's percentile among the
+# random cells known to within this width (a quartile).
+SIGNIFICANCE = 0.05
+DIFFERENCE_HALF_WIDTH = 4.0
+PERCENTILE_WIDTH = 25.0
+
+
+def study_answer(comparison: dict | None, percentiles: dict[str, dict], higher: bool) -> dict:
+    """Which of the three ways of answering the study's question hold. `comparison` is searched - random
+    (compare_groups), `percentiles` each searched cell's percentile_interval, `higher` whether a larger value
+    is the better cell. A figure the study lacks (no interval, no p) answers nothing."""
+    comparison = comparison or {}
+    difference = comparison.get("difference")
+    better = difference is not None and (difference > 0 if higher else difference < 0)
+    p = comparison.get("p")
+    interval = comparison.get("interval")
+    half_width = (interval[1] - interval[0]) / 2 if interval else None
+    widths = {name: (result["interval"][1] - result["interval"][0]) if result.get("interval") else None
+              for name, result in percentiles.items()}
+    shows = better and p is not None and p < SIGNIFICANCE
+    bounds = half_width is not None and half_width < DIFFERENCE_HALF_WIDTH
+    placed = bool(widths) and all(width is not None and width <= PERCENTILE_WIDTH for width in widths.values())
+    return {"shows_searched_better": shows, "p": p, "difference_half_width": half_width,
+            "bounds_difference": bounds, "percentile_widths": widths, "places_each_searched_cell": placed,
+            "answered": shows or bounds or placed}

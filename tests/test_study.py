@@ -101,6 +101,13 @@ def test_groups_of_one_cell_show_a_dash_and_the_random_cells_get_variance_compon
     rows = {line.split(" | ")[0].lstrip("| "): line for line in (out / "study.md").read_text().splitlines()
             if line.startswith("| searched |")}
     assert rows["searched"].startswith(f"| searched | 1 | {searched['mean']:.2f} | - | - |")
+    answer = top1["answer"]  # one searched cell: no test and no interval, only its percentile can answer
+    assert not answer["shows_searched_better"] and not answer["bounds_difference"]
+    width = top1["percentiles"]["searched_4"]["interval"][1] - top1["percentiles"]["searched_4"]["interval"][0]
+    assert answer["percentile_widths"] == {"searched_4": pytest.approx(width)}
+    assert answer["answered"] == answer["places_each_searched_cell"] == (width <= 25)
+    verdict = "yes" if answer["answered"] else "no"
+    assert f"Does the study answer its question? **{verdict}**" in (out / "study.md").read_text()
 
 
 def test_the_search_estimates_each_random_cell_and_logs_its_diagnostics(study):

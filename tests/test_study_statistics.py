@@ -8,7 +8,7 @@ import torch
 
 from functions.search_diagnostics import epoch_diagnostics, genotype_agreement, mean_agreement
 from functions.study_statistics import (
-    compare_groups, group_summary, kendall_tau, percentile, percentile_interval, variance_components,
+    compare_groups, group_summary, kendall_tau, percentile, percentile_interval, study_answer, variance_components,
 )
 from models.genotypes import AUTOSPEECH
 from models.random_cells import random_genotype
@@ -34,6 +34,40 @@ def test_a_group_of_one_cell_has_no_spread_interval_or_test():
                                              "cell_means": [51.0]}
     result = compare_groups([[50.0]], [[40.0], [45.0]])
     assert result["difference"] == 7.5 and result["interval"] is None and result["welch_t"] is None
+
+
+def _answer(searched: list[list[float]], random: list[list[float]], higher: bool = True) -> dict:
+    percentiles = {f"searched_{k}": percentile_interval(cell, random) for k, cell in enumerate(searched)}
+    if not higher:
+        percentiles = {name: {"percentile": 100 - result["percentile"],
+                              "interval": [100 - result["interval"][1], 100 - result["interval"][0]]}
+                       for name, result in percentiles.items()}
+    return study_answer(compare_groups(searched, random), percentiles, higher)
+
+
+def test_a_clear_win_is_shown_and_placed_and_a_wide_tie_answers_nothing():
+    random = [[20.0 + k, 21.0 + k] for k in range(0, 20, 2)]  # cell means 20.5 ... 38.5
+    win = _answer([[60.0, 61.0], [62.0, 63.0], [61.0, 62.0]], random)
+    assert win["shows_searched_better"] and win["p"] < 0.05
+    assert win["places_each_searched_cell"] and all(width == 0 for width in win["percentile_widths"].values())
+    assert win["answered"]
+    tie = _answer([[10.0, 12.0], [29.0, 31.0], [48.0, 50.0]], random)
+    assert not (tie["shows_searched_better"] or tie["bounds_difference"] or tie["places_each_searched_cell"])
+    assert not tie["answered"] and tie["difference_half_width"] > 4
+
+
+def test_a_significant_loss_is_no_win_and_a_lower_error_is_one():
+    random = [[20.0 + k, 21.0 + k] for k in range(0, 20, 2)]
+    searched = [[5.0, 6.0], [6.0, 7.0], [5.5, 6.5]]
+    assert not _answer(searched, random)["shows_searched_better"]
+    assert _answer(searched, random, higher=False)["shows_searched_better"]
+
+
+def test_a_tight_difference_bounds_the_study_without_a_win():
+    random = [[30.0 + 0.2 * k, 30.1 + 0.2 * k] for k in range(10)]
+    searched = [[30.9, 31.0], [30.8, 30.9], [31.0, 31.1]]
+    answer = _answer(searched, random)
+    assert answer["bounds_difference"] and answer["difference_half_width"] < 4 and answer["answered"]
 
 
 def test_variance_components_split_seed_and_cell_spread():
