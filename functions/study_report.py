@@ -85,9 +85,10 @@ def summarise(tasks: list[str], records: list[dict], rankings: dict[str, dict]) 
                                   else [100.0 - result["interval"][1], 100.0 - result["interval"][0]]}
                     entry["percentiles"][name] = result
             if "searched" in groups:
+                spreads = (entry["groups"]["searched"]["std"], entry["groups"]["random"]["std"])
                 entry["answer"] = study_answer(entry.get("searched_minus_random"),
                                                {name: entry["percentiles"][name] for name in groups["searched"]},
-                                               higher)
+                                               higher, spreads)
             entry["variance_components"] = variance_components(random)
             entry["ranking"] = _ranking(groups["random"], rankings)
         summary[metric] = entry
@@ -196,7 +197,9 @@ def _answer_text(answer: dict, digits: int) -> str:
             f"interval of the difference within ± {DIFFERENCE_HALF_WIDTH:g}: {verdict(answer['bounds_difference'])} "
             f"(± {_number(answer['difference_half_width'], digits)}); each searched cell's percentile known to "
             f"within {PERCENTILE_WIDTH:g} points: {verdict(answer['places_each_searched_cell'])} (interval widths: "
-            f"{widths or '-'}).\n")
+            f"{widths or '-'}). At the spread between cells measured here, a 95 % interval within "
+            f"± {DIFFERENCE_HALF_WIDTH:g} takes about {answer['cells_per_group_to_bound'] or '-'} searched and as "
+            "many random cells.\n")
 
 
 def _variance_text(components: dict | None, digits: int) -> str:

@@ -137,10 +137,21 @@ DIFFERENCE_HALF_WIDTH = 4.0
 PERCENTILE_WIDTH = 25.0
 
 
-def study_answer(comparison: dict | None, percentiles: dict[str, dict], higher: bool) -> dict:
+def cells_to_bound(searched_std: float | None, random_std: float | None,
+                   half_width: float = DIFFERENCE_HALF_WIDTH) -> int | None:
+    """Cells per group (as many searched as random) for a 95 % interval of the difference of the group means
+    within +- half_width, by the normal approximation with the groups' measured spread between cells."""
+    if searched_std is None or random_std is None:
+        return None
+    return max(2, math.ceil((1.96 / half_width) ** 2 * (searched_std ** 2 + random_std ** 2)))
+
+
+def study_answer(comparison: dict | None, percentiles: dict[str, dict], higher: bool,
+                 spreads: tuple[float | None, float | None] = (None, None)) -> dict:
     """Which of the three ways of answering the study's question hold. `comparison` is searched - random
     (compare_groups), `percentiles` each searched cell's percentile_interval, `higher` whether a larger value
-    is the better cell. A figure the study lacks (no interval, no p) answers nothing."""
+    is the better cell, `spreads` the searched and random groups' sd between cells (for the size a study needs
+    to bound the difference). A figure the study lacks (no interval, no p) answers nothing."""
     comparison = comparison or {}
     difference = comparison.get("difference")
     better = difference is not None and (difference > 0 if higher else difference < 0)
@@ -154,4 +165,4 @@ def study_answer(comparison: dict | None, percentiles: dict[str, dict], higher: 
     placed = bool(widths) and all(width is not None and width <= PERCENTILE_WIDTH for width in widths.values())
     return {"shows_searched_better": shows, "p": p, "difference_half_width": half_width,
             "bounds_difference": bounds, "percentile_widths": widths, "places_each_searched_cell": placed,
-            "answered": shows or bounds or placed}
+            "answered": shows or bounds or placed, "cells_per_group_to_bound": cells_to_bound(*spreads)}

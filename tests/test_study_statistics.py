@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from functions.search_diagnostics import epoch_diagnostics, genotype_agreement, mean_agreement
 from functions.study_statistics import (
-    compare_groups, group_summary, kendall_tau, percentile, percentile_interval, study_answer, variance_components,
+    cells_to_bound, compare_groups, group_summary, kendall_tau, percentile, percentile_interval, study_answer,
+    variance_components,
 )
 from models.genotypes import AUTOSPEECH
 from models.random_cells import random_genotype
@@ -68,6 +70,20 @@ def test_a_tight_difference_bounds_the_study_without_a_win():
     searched = [[30.9, 31.0], [30.8, 30.9], [31.0, 31.1]]
     answer = _answer(searched, random)
     assert answer["bounds_difference"] and answer["difference_half_width"] < 4 and answer["answered"]
+
+
+def test_the_study_size_it_names_bounds_the_difference_and_half_of_it_does_not():
+    rng = np.random.default_rng(1)
+    needed = cells_to_bound(7.0, 7.0)
+    assert needed == 24 and cells_to_bound(None, 7.0) is None
+
+    def half_width(cells: int) -> float:
+        groups = [[[float(v)] for v in rng.normal(30.0, 7.0, cells)] for _ in range(2)]
+        low, high = compare_groups(*groups)["interval"]
+        return (high - low) / 2
+
+    assert 3.2 < np.median([half_width(needed) for _ in range(3)]) < 4.5
+    assert np.median([half_width(needed // 4) for _ in range(3)]) > 6.0  # 8 expected: twice as wide
 
 
 def test_variance_components_split_seed_and_cell_spread():
