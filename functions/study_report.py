@@ -78,12 +78,7 @@ def summarise(tasks: list[str], records: list[dict], rankings: dict[str, dict]) 
             entry["percentiles"] = {}
             for origin in ("searched", "paper"):
                 for name, values in groups.get(origin, {}).items():
-                    result = percentile_interval(values, random)
-                    if not higher:  # a lower error is the better cell: percentiles count the cells it beats
-                        result = {"percentile": 100.0 - result["percentile"],
-                                  "interval": None if result["interval"] is None
-                                  else [100.0 - result["interval"][1], 100.0 - result["interval"][0]]}
-                    entry["percentiles"][name] = result
+                    entry["percentiles"][name] = percentile_interval(values, random, higher)
             if "searched" in groups:
                 spreads = (entry["groups"]["searched"]["std"], entry["groups"]["random"]["std"])
                 entry["answer"] = study_answer(entry.get("searched_minus_random"),

@@ -71,22 +71,25 @@ def percentile(value: float, population: list[float]) -> float:
     return 100.0 * below / len(population)
 
 
-def percentile_interval(cell: list[float], population: list[list[float]]) -> dict:
+def percentile_interval(cell: list[float], population: list[list[float]], higher: bool = True) -> dict:
     """A cell's percentile among the population's cell means, with a bootstrap 95 % interval (the cell's seeds
-    and the population's cells and seeds resampled); no interval for a population of one."""
-    means = [_mean(other) for other in population]
-    result: dict = {"percentile": percentile(_mean(cell), means), "interval": None}
-    if len(population) < 2:
-        return result
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    draws = []
-    for _ in range(BOOTSTRAP_DRAWS // 4):
-        own = float(np.mean(rng.choice(cell, size=len(cell))))
-        picked = rng.integers(len(population), size=len(population))
-        others = [float(np.mean(rng.choice(population[k], size=len(population[k])))) for k in picked]
-        draws.append(percentile(own, others))
-    result["interval"] = _interval(np.array(draws))
-    return result
+    and the population's cells and seeds resampled); no interval for a population of one. `higher` False: a
+    lower value is the better cell (an error), and the percentile counts the cells it is below."""
+    share = percentile(_mean(cell), [_mean(other) for other in population])
+    interval = None
+    if len(population) > 1:
+        rng = np.random.default_rng(BOOTSTRAP_SEED)
+        draws = []
+        for _ in range(BOOTSTRAP_DRAWS // 4):
+            own = float(np.mean(rng.choice(cell, size=len(cell))))
+            picked = rng.integers(len(population), size=len(population))
+            others = [float(np.mean(rng.choice(population[k], size=len(population[k])))) for k in picked]
+            draws.append(percentile(own, others))
+        interval = _interval(np.array(draws))
+    if higher:
+        return {"percentile": share, "interval": interval}
+    return {"percentile": 100.0 - share, "interval": None if interval is None else [100.0 - interval[1],
+                                                                                     100.0 - interval[0]]}
 
 
 def variance_components(cells: list[list[float]]) -> dict | None:

@@ -39,11 +39,7 @@ def test_a_group_of_one_cell_has_no_spread_interval_or_test():
 
 
 def _answer(searched: list[list[float]], random: list[list[float]], higher: bool = True) -> dict:
-    percentiles = {f"searched_{k}": percentile_interval(cell, random) for k, cell in enumerate(searched)}
-    if not higher:
-        percentiles = {name: {"percentile": 100 - result["percentile"],
-                              "interval": [100 - result["interval"][1], 100 - result["interval"][0]]}
-                       for name, result in percentiles.items()}
+    percentiles = {f"searched_{k}": percentile_interval(cell, random, higher) for k, cell in enumerate(searched)}
     return study_answer(compare_groups(searched, random), percentiles, higher)
 
 
@@ -70,9 +66,11 @@ def test_a_tight_difference_bounds_the_study_without_a_win():
     searched = [[30.9, 31.0], [30.8, 30.9], [31.0, 31.1]]
     answer = _answer(searched, random)
     assert answer["bounds_difference"] and answer["difference_half_width"] < 4 and answer["answered"]
+    loose = _answer([[28.0], [33.0], [38.0]], [[30.0 + k, 31.0 + k] for k in range(10)])
+    assert 4 < loose["difference_half_width"] < 6 and not loose["bounds_difference"]
 
 
-def test_the_study_size_it_names_bounds_the_difference_and_half_of_it_does_not():
+def test_the_study_size_it_names_bounds_the_difference_and_a_quarter_of_it_does_not():
     rng = np.random.default_rng(1)
     needed = cells_to_bound(7.0, 7.0)
     assert needed == 24 and cells_to_bound(None, 7.0) is None
@@ -98,6 +96,14 @@ def test_percentiles_count_the_cells_beaten_and_ties_half():
     assert percentile(5.0, [1.0, 5.0, 9.0, 2.0]) == 62.5
     result = percentile_interval([10.0, 10.0], [[1.0], [2.0], [3.0]])
     assert result["percentile"] == 100 and result["interval"] == [100.0, 100.0]
+    as_error = percentile_interval([10.0, 10.0], [[1.0], [2.0], [3.0]], higher=False)  # the worst error
+    assert as_error == {"percentile": 0.0, "interval": [0.0, 0.0]}
+    assert percentile_interval([0.5], [[1.0]], higher=False) == {"percentile": 100.0, "interval": None}
+    population = [[30.0 + k, 31.0 + k] for k in range(10)]
+    middle, middle_error = (percentile_interval([33.0, 36.0], population, higher) for higher in (True, False))
+    low, high = middle["interval"]
+    assert low < high
+    assert middle_error == {"percentile": 100 - middle["percentile"], "interval": [100 - high, 100 - low]}
 
 
 def test_kendall_tau_of_a_perfect_and_a_reversed_ranking():
